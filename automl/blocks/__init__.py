@@ -1,0 +1,1 @@
+"""Architecture blocks, one family per file; each stage function is ``(x, cfg, ctx, name) -> x``."""

@@ -1,0 +1,339 @@
+"""TrialConfig: the one source of truth for a trial.
+
+A plain nested dict that validates against these models rebuilds the exact model and
+training setup; search spaces are checked against the same models, so a space can only
+produce configurations that build.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- model -----------------------------------------------------------------------------
+
+Activation = Literal["relu", "elu", "gelu", "selu", "silu", "swish", "leaky_relu", "mish", "tanh"]
+Initializer = Literal[
+    "he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal", "lecun_uniform"
+]
+Pool = Literal["max", "avg", "none"]
+
+
+class StemConv(Strict):
+    """One convolution of the stem (conv [+BN] + activation), optionally followed by 3x3/2 pooling."""
+
+    filters: PositiveInt
+    kernel_size: PositiveInt = 3
+    strides: PositiveInt = 1
+    pool: Pool = "none"
+
+
+class _Stage(Strict):
+    se: bool = False  # Squeeze-and-Excitation on every block of the stage
+    se_ratio: PositiveInt = 16
+
+
+class VGGStage(_Stage):
+    """n x (conv3x3 [+BN] + activation), then 2x2 pooling."""
+
+    family: Literal["vgg"]
+    filters: PositiveInt
+    convs: PositiveInt = 2
+    pool: Pool = "max"
+
+
+class InceptionModule(Strict):
+    """Branch widths of one GoogLeNet-style module (Szegedy et al., table 1)."""
+
+    b1x1: PositiveInt
+    b3x3_reduce: PositiveInt
+    b3x3: PositiveInt
+    b5x5_reduce: PositiveInt
+    b5x5: PositiveInt
+    pool_proj: PositiveInt
+
+
+class InceptionStage(_Stage):
+    """Inception modules, then 3x3/2 pooling.
+
+    Widths come either from ``modules`` (explicit, one entry per module) or from ``filters``
+    (the module's output width, split in GoogLeNet's 3a proportions) repeated ``blocks`` times.
+    ``factorized`` replaces the nxn convolutions by 1xn then nx1 (Inception v3).
+    """
+
+    family: Literal["inception"]
+    variant: Literal["v1", "factorized"] = "v1"
+    filters: PositiveInt | None = None
+    blocks: PositiveInt = 2
+    modules: list[InceptionModule] | None = None
+    kernel_size: Annotated[int, Field(ge=3)] = 7  # n of the factorized 1xn/nx1 pairs
+    pool: Pool = "max"
+
+    @model_validator(mode="after")
+    def _widths_given(self):
+        if (self.filters is None) == (self.modules is None):
+            raise ValueError("give either filters (with blocks) or modules")
+        return self
+
+
+class ResNetStage(_Stage):
+    """Residual blocks: basic (2 x 3x3) or bottleneck (1x1-3x3-1x1, 4x expansion)."""
+
+    family: Literal["resnet"]
+    filters: PositiveInt
+    blocks: PositiveInt = 2
+    bottleneck: bool = False
+    preact: bool = False  # ResNet v2: BN-activation before each convolution
+    width: PositiveFloat = 1.0  # wide ResNet multiplier
+    strides: Literal[1, 2] = 2  # of the stage's first block
+
+
+class DenseNetStage(_Stage):
+    """Dense block of BN-act-1x1-BN-act-3x3 layers, then a compressing transition layer."""
+
+    family: Literal["densenet"]
+    blocks: PositiveInt  # dense layers in the block
+    growth_rate: PositiveInt = 32
+    bottleneck_width: PositiveInt = 4  # 1x1 conv width = bottleneck_width * growth_rate
+    compression: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    transition: bool = True
+
+
+Stage = Annotated[
+    Union[VGGStage, InceptionStage, ResNetStage, DenseNetStage], Field(discriminator="family")
+]
+FAMILIES = ("vgg", "inception", "resnet", "densenet")
+
+
+class Head(Strict):
+    pooling: Literal["gap", "max", "flatten"] = "gap"
+    dense: list[PositiveInt] = []
+    dropout: Fraction = 0.0
+
+
+class ModelConfig(Strict):
+    activation: Activation = "relu"
+    initializer: Initializer = "he_normal"
+    batch_norm: bool = True
+    conv_bias: bool = False  # biases next to BN are redundant; reference VGG/ResNet keep them
+    stem: list[StemConv] = []  # e.g. [{filters: 64, kernel_size: 7, strides: 2, pool: max}] for large images
+    stages: Annotated[list[Stage], Field(min_length=1)]
+    head: Head = Head()
+
+
+# --- training --------------------------------------------------------------------------
+
+
+class _Optimizer(Strict):
+    """Field names are the keyword arguments of the matching ``keras.optimizers`` class."""
+
+    learning_rate: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat | None = None  # decoupled, as Keras applies it
+    clipnorm: PositiveFloat | None = None
+    clipvalue: PositiveFloat | None = None
+    global_clipnorm: PositiveFloat | None = None
+
+
+class SGD(_Optimizer):
+    name: Literal["sgd"]
+    learning_rate: PositiveFloat = 0.01
+    momentum: Fraction = 0.0
+    nesterov: bool = False
+
+
+class Adam(_Optimizer):
+    name: Literal["adam"]
+    beta_1: Fraction = 0.9
+    beta_2: Fraction = 0.999
+    epsilon: PositiveFloat = 1e-7
+    amsgrad: bool = False
+
+
+class AdamW(_Optimizer):
+    name: Literal["adamw"]
+    weight_decay: NonNegativeFloat = 0.004
+    beta_1: Fraction = 0.9
+    beta_2: Fraction = 0.999
+    epsilon: PositiveFloat = 1e-7
+    amsgrad: bool = False
+
+
+class Nadam(_Optimizer):
+    name: Literal["nadam"]
+    beta_1: Fraction = 0.9
+    beta_2: Fraction = 0.999
+    epsilon: PositiveFloat = 1e-7
+
+
+class Adamax(_Optimizer):
+    name: Literal["adamax"]
+    beta_1: Fraction = 0.9
+    beta_2: Fraction = 0.999
+    epsilon: PositiveFloat = 1e-7
+
+
+class RMSprop(_Optimizer):
+    name: Literal["rmsprop"]
+    rho: Fraction = 0.9
+    momentum: Fraction = 0.0
+    epsilon: PositiveFloat = 1e-7
+    centered: bool = False
+
+
+class Adagrad(_Optimizer):
+    name: Literal["adagrad"]
+    initial_accumulator_value: NonNegativeFloat = 0.1
+    epsilon: PositiveFloat = 1e-7
+
+
+class Adadelta(_Optimizer):
+    name: Literal["adadelta"]
+    rho: Fraction = 0.95
+    epsilon: PositiveFloat = 1e-7
+
+
+class Lion(_Optimizer):
+    name: Literal["lion"]
+    learning_rate: PositiveFloat = 1e-4
+    beta_1: Fraction = 0.9
+    beta_2: Fraction = 0.99
+
+
+class Lamb(_Optimizer):
+    name: Literal["lamb"]
+    beta_1: Fraction = 0.9
+    beta_2: Fraction = 0.999
+    epsilon: PositiveFloat = 1e-7
+
+
+Optimizer = Annotated[
+    Union[SGD, Adam, AdamW, Nadam, Adamax, RMSprop, Adagrad, Adadelta, Lion, Lamb],
+    Field(discriminator="name"),
+]
+
+
+class _Schedule(Strict):
+    """Durations are in epochs (fractions allowed); a linear warmup can precede any schedule."""
+
+    warmup_epochs: NonNegativeFloat = 0.0
+
+
+class Constant(_Schedule):
+    name: Literal["constant"]
+
+
+class Step(_Schedule):
+    name: Literal["step"]
+    every_epochs: PositiveInt = 30
+    factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+
+
+class Exponential(_Schedule):
+    name: Literal["exponential"]
+    decay_per_epoch: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+
+
+class Cosine(_Schedule):
+    name: Literal["cosine"]
+    alpha: Fraction = 0.0  # final LR as a fraction of the initial one
+
+
+class CosineRestarts(_Schedule):
+    name: Literal["cosine_restarts"]
+    first_epochs: PositiveFloat = 10.0
+    t_mul: PositiveFloat = 2.0
+    m_mul: PositiveFloat = 1.0
+    alpha: Fraction = 0.0
+
+
+class Linear(_Schedule):
+    name: Literal["linear"]
+    end_factor: Fraction = 0.0
+
+
+class InverseSqrt(_Schedule):
+    name: Literal["inverse_sqrt"]
+    timescale_epochs: PositiveFloat = 1.0  # LR is constant for this long, then ~ 1/sqrt(t)
+
+
+class OneCycle(_Schedule):
+    """learning_rate is the peak; it is reached after pct_start of training."""
+
+    name: Literal["one_cycle"]
+    pct_start: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
+    div_factor: Annotated[float, Field(ge=1.0)] = 25.0
+    final_div_factor: Annotated[float, Field(ge=1.0)] = 1e4
+
+
+class Plateau(_Schedule):
+    """Reduce the LR when validation loss stops improving (Keras ReduceLROnPlateau)."""
+
+    name: Literal["plateau"]
+    factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    patience: PositiveInt = 5
+    min_lr: NonNegativeFloat = 0.0
+
+
+Schedule = Annotated[
+    Union[Constant, Step, Exponential, Cosine, CosineRestarts, Linear, InverseSqrt, OneCycle, Plateau],
+    Field(discriminator="name"),
+]
+
+
+class EarlyStopping(Strict):
+    patience: PositiveInt = 5
+    min_delta: NonNegativeFloat = 0.0
+
+
+class Training(Strict):
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 64
+    optimizer: Optimizer = Adam(name="adam")
+    schedule: Schedule = Constant(name="constant")
+    lr_scaling_batch: PositiveInt | None = None  # linear scaling: lr * batch_size / this
+    early_stopping: EarlyStopping | None = None
+
+
+class Regularization(Strict):
+    l1: NonNegativeFloat = 0.0  # on convolution and dense kernels; l1 + l2 = elastic net
+    l2: NonNegativeFloat = 0.0
+    label_smoothing: Fraction = 0.0
+    stochastic_depth: Fraction = 0.0  # drop rate of the last residual block, linear in depth
+
+
+class Augmentation(Strict):
+    """Keras preprocessing layers, active in training only."""
+
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    translate: Fraction = 0.0
+    zoom: Fraction = 0.0
+    rotation: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0  # fraction of a full turn
+    contrast: Fraction = 0.0
+    randaugment: bool = False
+    randaugment_ops: PositiveInt = 2
+    randaugment_magnitude: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    mixup: NonNegativeFloat = 0.0  # Beta(alpha, alpha); 0 is off
+    cutmix: NonNegativeFloat = 0.0
+
+
+class TrialConfig(Strict):
+    model: ModelConfig
+    training: Training = Training()
+    regularization: Regularization = Regularization()
+    augmentation: Augmentation = Augmentation()

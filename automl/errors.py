@@ -1,0 +1,26 @@
+"""Errors the user can fix: reported as one line and exit code 2, never a traceback."""
+
+
+class UserError(Exception):
+    """Bad input (a file, a field, an argument); the message names where and what is allowed."""
+
+
+class SpaceError(UserError):
+    """A search-space file is invalid; the message starts with ``FILE:LINE: FIELD:``."""
+
+    def __init__(self, file: str, line: int | None, field: str | None, message: str):
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
+        self.file, self.line, self.field, self.message = file, line, field, message
+
+
+class ArchitectureError(UserError):
+    """A configuration cannot be built for the given input (e.g. too many downsamplings)."""
+
+
+class TrialFailed(Exception):
+    """Training of one configuration failed for a recordable reason (NaN loss, out of memory...)."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail

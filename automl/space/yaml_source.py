@@ -1,0 +1,59 @@
+"""Safe YAML loading that remembers the line of every value, so errors can point at it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from automl.errors import SpaceError
+
+Path_ = tuple  # a path into the document: keys and list indices
+
+
+def load_with_lines(path: str | Path) -> tuple[Any, dict[Path_, int]]:
+    """Load one YAML document with the safe loader; return its value and {path: line}."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpaceError(file, None, None, f"cannot read file: {exc.strerror}") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise SpaceError(file, None, None, "file is empty")
+        lines: dict[Path_, int] = {}
+        value = _construct(loader, node, (), lines, file)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise SpaceError(file, line, None, f"invalid YAML: {exc.problem}") from None
+    finally:
+        loader.dispose()
+    return value, lines
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, lines: dict, file: str) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # resolve YAML merge keys (<<) like safe_load does
+        result = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise SpaceError(file, key_node.start_mark.line + 1, _dotted(path),
+                                 f"keys must be strings, got {key!r}")
+            if key in result:
+                raise SpaceError(file, key_node.start_mark.line + 1, _dotted(path + (key,)),
+                                 "duplicate key")
+            result[key] = _construct(loader, value_node, path + (key,), lines, file)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(loader, item, path + (i,), lines, file) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def _dotted(path: Path_) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"

@@ -288,6 +288,7 @@ class Plateau(_Schedule):
     factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
     patience: PositiveInt = 5
     min_lr: NonNegativeFloat = 0.0
+    warmup_epochs: Literal[0] = 0  # the callback sets the rate itself, so nothing may schedule it
 
 
 Schedule = Annotated[

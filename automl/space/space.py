@@ -10,6 +10,7 @@ stage's family; ``training.optimizer.name`` works from anywhere).
 from __future__ import annotations
 
 import graphlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,7 @@ class SearchSpace:
                     raise self._error(self._parsed.specs[p.name][2] + ("when",),
                                       f"condition value {bad[0]!r} is not a possible value of "
                                       f"{c.path} ({target.describe()})")
-        return _dependency_order(params, self._error)
+        return _dependency_order(params, lambda name, msg: self._error(self._parsed.specs[name][2] + ("when",), msg))
 
     # --- sampling -----------------------------------------------------------------------
 
@@ -285,21 +286,26 @@ class SearchSpace:
         return self._error(space_path, msg)
 
 
-def _dependency_order(params: list[Param], error) -> list[Param]:
+def _dependency_order(params: list[Param], error: Callable[[str, str], SpaceError]) -> list[Param]:
     """Document order, except that a parameter named in a condition comes before its users."""
     by_name = {p.name: p for p in params}
-    position = {p.name: i for i, p in enumerate(params)}
-    graph = graphlib.TopologicalSorter()
-    for p in params:
-        graph.add(p.name, *[c.path for c in p.conditions if c.path in by_name])
+    graph = graphlib.TopologicalSorter({p.name: [c.path for c in p.conditions if c.path in by_name] for p in params})
     try:
         graph.prepare()
     except graphlib.CycleError as exc:
         cycle = exc.args[1]
-        raise error(tuple(cycle[0].split(".")), f"conditions form a cycle: {' -> '.join(cycle)}") from None
-    ordered = []
-    while graph.is_active():
-        ready = sorted(graph.get_ready(), key=position.__getitem__)
-        ordered.extend(by_name[n] for n in ready)
-        graph.done(*ready)
+        raise error(cycle[0], f"conditions form a cycle: {' -> '.join(cycle)}") from None
+    ordered: list[Param] = []
+    placed: set[str] = set()
+
+    def place(p: Param) -> None:
+        if p.name not in placed:
+            placed.add(p.name)
+            for c in p.conditions:
+                if c.path in by_name:
+                    place(by_name[c.path])
+            ordered.append(p)
+
+    for p in params:
+        place(p)
     return ordered

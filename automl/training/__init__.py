@@ -1,0 +1,1 @@
+"""Training: optimizers, LR schedules, augmentation and the fit function trials call."""

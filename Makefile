@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine: `make search` (the main job) and `make test`.
+# Each bootstraps the virtual environment it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: search test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Until the search driver lands: train the default configuration of quick.yaml on digits.
+search: $(STAMP)
+	$(BIN)/automl train --space search_spaces/quick.yaml --data digits
+
+test: $(STAMP)
+	$(BIN)/ruff check automl tests
+	$(BIN)/python -m pytest -n 2 --durations=10
+
+lint: $(STAMP)
+	$(BIN)/ruff check automl tests
+
+clean:
+	rm -rf $(VENV) automl-out .pytest_cache

@@ -1,0 +1,165 @@
+"""The ``automl`` command. Exit codes: 0 ok, 1 unexpected, 2 bad usage or input, 130 interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
+
+from automl.errors import TrialFailed, UserError  # noqa: E402
+
+
+def _input_shape(text: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected H,W,C with positive integers (e.g. 32,32,3), got '{text}'")
+    return shape
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser = argparse.ArgumentParser(prog="automl", description=__doc__, parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    spaces = commands.add_parser("spaces", help="check and explore search-space files").add_subparsers(
+        dest="action", required=True
+    )
+    validate = spaces.add_parser("validate", parents=[common], help="check space files (exit 2 on the first error)")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    sample = spaces.add_parser("sample", parents=[common], help="print sampled configurations as YAML")
+    sample.add_argument("file", metavar="FILE")
+    sample.add_argument("--n", type=_positive_int, default=5)
+    sample.add_argument("--seed", type=int, default=0)
+    params = spaces.add_parser("params", parents=[common], help="build the default configuration, count params")
+    params.add_argument("file", metavar="FILE")
+    params.add_argument("--input-shape", type=_input_shape, required=True, metavar="H,W,C")
+    params.add_argument("--classes", type=_positive_int, required=True, metavar="K")
+
+    train = commands.add_parser("train", parents=[common], help="train a space's default configuration")
+    train.add_argument("--space", required=True, metavar="FILE")
+    train.add_argument("--data", default="digits", metavar="SPEC", help="digits (bundled) or a .npz file")
+    train.add_argument("--epochs", type=_positive_int, help="override the configuration's epochs")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", default="automl-out", metavar="DIR", help="where the model and config go")
+    return parser
+
+
+def cmd_validate(args) -> None:
+    from automl.space import SearchSpace
+
+    for file in args.files:
+        space = SearchSpace.load(file)
+        print(f"{file}: ok ({len(space.params)} searchable parameters)")
+
+
+def cmd_sample(args) -> None:
+    import optuna
+    import yaml
+
+    from automl.space import OptunaSuggester, SearchSpace
+
+    space = SearchSpace.load(args.file)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=args.seed))
+    docs = [space.sample(OptunaSuggester(study.ask())) for _ in range(args.n)]
+    print(yaml.safe_dump_all(docs, sort_keys=False), end="")
+
+
+def cmd_params(args) -> None:
+    from automl.config import TrialConfig
+    from automl.space import SearchSpace
+
+    space = SearchSpace.load(args.file)
+
+    from automl.builder import build_model
+
+    model = build_model(TrialConfig.model_validate(space.default()), args.input_shape, args.classes)
+    h, w, c = args.input_shape
+    print(f"{args.file}: default configuration, input {h}x{w}x{c}, {args.classes} classes")
+    print(f"{'part':<14}{'layers':>8}  {'output shape':<20}{'params':>14}")
+    parts: dict[str, list] = {}
+    for layer in model.layers[1:]:
+        parts.setdefault(layer.name.split("_")[0], []).append(layer)
+    for part, layers in parts.items():
+        shape = str(tuple(layers[-1].output.shape[1:]))
+        print(f"{part:<14}{len(layers):>8}  {shape:<20}{sum(la.count_params() for la in layers):>14,}")
+    print(f"params: {model.count_params()}")
+
+
+def cmd_train(args) -> None:
+    import yaml
+
+    from automl.config import TrialConfig
+    from automl.data import load_dataset
+    from automl.space import SearchSpace
+
+    space = SearchSpace.load(args.space)  # check the inputs before the slow Keras import
+    config = TrialConfig.model_validate(space.default())
+    data = load_dataset(args.data, seed=args.seed)
+
+    from automl.training.fit import fit
+    from automl.training.progress import EpochPrinter
+
+    epochs = args.epochs or config.training.epochs
+    print(f"data {data.describe()}")
+    print(f"training the default configuration of {args.space} for {epochs} epochs")
+    result = fit(config, data, epochs=epochs, seed=args.seed, callbacks=[EpochPrinter(epochs)])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.model.save(out / "model.keras")
+    (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    summary = {"best_epoch": result.best_epoch, "params": result.params, "seconds": round(result.seconds, 1),
+               **result.metrics}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    test = f", test accuracy {result.metrics['test_accuracy']:.4f}" if "test_accuracy" in result.metrics else ""
+    print(f"best epoch {result.best_epoch}: val accuracy {result.metrics['val_accuracy']:.4f}{test}; "
+          f"{result.params:,} params, {result.seconds:.1f} s; saved to {out}/")
+
+
+COMMANDS = {"validate": cmd_validate, "sample": cmd_sample, "params": cmd_params, "train": cmd_train}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        COMMANDS[getattr(args, "action", None) or args.command](args)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"automl: error: {exc}", file=sys.stderr)
+        return 2
+    except TrialFailed as exc:
+        print(f"automl: training failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("automl: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"automl: unexpected error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Dataset: train/validation/test arrays of images scaled to [0, 1], split once by a seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from automl.errors import UserError
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    def describe(self) -> str:
+        test = 0 if self.x_test is None else len(self.x_test)
+        h, w, c = self.input_shape
+        return (f"{self.name}: {h}x{w}x{c}, {self.num_classes} classes, "
+                f"{len(self.x_train)} train / {len(self.x_val)} val / {test} test")
+
+
+def as_images(x: np.ndarray, source: str) -> np.ndarray:
+    """(N, H, W) or (N, H, W, C) to float32 NHWC in [0, 1] (uint8 data is divided by 255)."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise UserError(f"{source}: images must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
+    if x.dtype == np.uint8:
+        return x.astype("float32") / 255.0
+    return x.astype("float32")
+
+
+def check_labels(y: np.ndarray, n: int, source: str, field: str, num_classes: int | None = None) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise UserError(f"{source}: {field} must be a vector of class indices, got shape {y.shape}")
+    if len(y) != n:
+        raise UserError(f"{source}: {field} has {len(y)} labels for {n} images")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.mod(y, 1) == 0):
+            raise UserError(f"{source}: {field} must hold integer class indices")
+        y = y.astype("int64")
+    if len(y) and y.min() < 0:
+        raise UserError(f"{source}: {field} has negative label {int(y.min())}")
+    if num_classes is not None and len(y) and y.max() >= num_classes:
+        raise UserError(f"{source}: {field} has label {int(y.max())}, out of range for {num_classes} classes")
+    return y.astype("int64")
+
+
+def holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+    """Split off ``fraction`` of the samples, stratified by class where every class allows it."""
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 else None
+    return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
+
+
+def make_dataset(
+    name: str,
+    x_train,
+    y_train,
+    *,
+    x_val=None,
+    y_val=None,
+    x_test=None,
+    y_test=None,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    split_test: bool = True,
+) -> Dataset:
+    """Validate arrays and make the missing splits by seed (test first, then validation)."""
+    x_train = as_images(x_train, name)
+    y_train = check_labels(y_train, len(x_train), name, "y_train")
+    num_classes = int(max([y_train.max()] + [np.max(y) for y in (y_val, y_test) if y is not None and len(y)])) + 1
+    if len(np.unique(y_train)) < 2:
+        raise UserError(f"{name}: y_train has a single class; classification needs at least 2")
+    if x_test is None and split_test:
+        x_train, x_test, y_train, y_test = holdout(x_train, y_train, test_fraction, seed)
+    elif x_test is not None:
+        x_test = as_images(x_test, name)
+        y_test = check_labels(y_test, len(x_test), name, "y_test", num_classes)
+    if x_val is None:
+        x_train, x_val, y_train, y_val = holdout(x_train, y_train, val_fraction, seed)
+    else:
+        x_val = as_images(x_val, name)
+        y_val = check_labels(y_val, len(x_val), name, "y_val", num_classes)
+    for split, x in (("x_val", x_val), ("x_test", x_test)):
+        if x is not None and x.shape[1:] != x_train.shape[1:]:
+            raise UserError(f"{name}: {split} images are {x.shape[1:]}, x_train images are {x_train.shape[1:]}")
+    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes)

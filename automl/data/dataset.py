@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,8 +67,9 @@ def check_labels(y: np.ndarray, n: int, source: str, field: str, num_classes: in
 def holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     """Split off ``fraction`` of the samples, stratified by class where every class allows it."""
     counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
-    return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
+    classes, held = int((counts > 0).sum()), math.ceil(fraction * len(y))
+    stratifiable = counts[counts > 0].min() >= 2 and classes <= held <= len(y) - classes
+    return train_test_split(x, y, test_size=held, random_state=seed, stratify=y if stratifiable else None)
 
 
 def make_dataset(

@@ -37,7 +37,7 @@ def npz(path: str, seed: int = 0) -> Dataset:
         if (x_key in arrays) != (y_key in arrays):
             raise UserError(f"{path}: '{x_key}' and '{y_key}' must be given together")
     return make_dataset(
-        file.name,
+        path,
         arrays["x_train"],
         arrays["y_train"],
         x_val=arrays.get("x_val"),

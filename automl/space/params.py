@@ -28,9 +28,9 @@ class IntSpec(_Spec):
         low, high = self.range
         _check_range(low, high, self.log, self.default)
         if self.step < 1:
-            raise ValueError(f"step must be >= 1, got {self.step}")
+            raise SpecError("step", f"step must be >= 1, got {self.step}")
         if self.log and self.step != 1:
-            raise ValueError("step cannot be combined with log")
+            raise SpecError("step", "step cannot be combined with log")
         return self
 
 
@@ -45,7 +45,7 @@ class FloatSpec(_Spec):
         low, high = self.range
         _check_range(low, high, self.log, self.default)
         if self.step is not None and (self.step <= 0 or self.log):
-            raise ValueError("step must be > 0 and cannot be combined with log")
+            raise SpecError("step", "step must be > 0 and cannot be combined with log")
         return self
 
 
@@ -63,22 +63,31 @@ class ChoiceSpec(_Spec):
     @model_validator(mode="after")
     def _check(self):
         if not self.choices:
-            raise ValueError("choice needs at least one option")
+            raise SpecError("choice", "choice needs at least one option")
         labels = [label(c) for c in self.choices]
         if len(set(labels)) != len(labels):
-            raise ValueError(f"choice options must be distinct, got {self.choices}")
+            raise SpecError("choice", f"choice options must be distinct, got {self.choices}")
         if label(self.default) not in labels:
-            raise ValueError(f"default {self.default!r} is not one of the choices {self.choices}")
+            raise SpecError("default", f"default {self.default!r} is not one of the choices {self.choices}")
         return self
 
 
+class SpecError(ValueError):
+    """A spec check that failed on one key of the spec (``key`` as written in the file)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 def _check_range(low, high, log, default):
+    kind = "int" if isinstance(low, int) and isinstance(high, int) else "float"
     if low > high:
-        raise ValueError(f"min {low} > max {high}")
+        raise SpecError(kind, f"min {low} > max {high}")
     if log and low <= 0:
-        raise ValueError(f"a log range needs min > 0, got min {low}")
+        raise SpecError(kind, f"a log range needs min > 0, got min {low}")
     if not low <= default <= high:
-        raise ValueError(f"default {default} is outside the range [{low}, {high}]")
+        raise SpecError("default", f"default {default} is outside the range [{low}, {high}]")
 
 
 def label(value: Any) -> str:

@@ -153,7 +153,7 @@ class SearchSpace:
             spec = model.model_validate({key if k == kind else k: v for k, v in node.items()})
         except pydantic.ValidationError as exc:
             err = exc.errors()[0]
-            loc = err["loc"][0] if err["loc"] else None
+            loc = err["loc"][0] if err["loc"] else getattr(err.get("ctx", {}).get("error"), "key", None)
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 allowed = [kind, "default", "when"] + (["log", "step"] if kind != "choice" else [])
@@ -271,15 +271,16 @@ class SearchSpace:
         for part in err["loc"]:  # pydantic inserts union tags into the location: skip them
             if (isinstance(node, dict) and part in node) or (isinstance(node, list) and isinstance(part, int)):
                 node, config_path = node[part], config_path + (part,)
-        space_path = origins[config_path]
         msg = err["msg"]
-        if err["type"] == "union_tag_invalid":
-            ctx = err["ctx"]
-            msg = f"unknown {ctx['discriminator'].strip(chr(39))} {ctx['tag']!r}; allowed: {ctx['expected_tags']}"
+        if err["type"] == "union_tag_invalid":  # point at the tag field itself
+            ctx, tag_field = err["ctx"], err["ctx"]["discriminator"].strip("'")
+            config_path += (tag_field,) if isinstance(node, dict) and tag_field in node else ()
+            msg = f"unknown {tag_field} {ctx['tag']!r}; allowed: {ctx['expected_tags']}"
         elif err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = f"missing required field '{err['loc'][-1]}'"
+        space_path = origins[config_path]
         changed = [f"{n}={v!r}" for n, v in values.items() if label(self._by_name[n].default) != label(v)]
         if changed:
             msg += f" (with {', '.join(changed[:3])})"

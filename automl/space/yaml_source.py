@@ -10,6 +10,7 @@ import yaml
 from automl.errors import SpaceError
 
 Path_ = tuple  # a path into the document: keys and list indices
+_PLAIN_TAGS = (yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG)
 
 
 def load_with_lines(path: str | Path) -> tuple[Any, dict[Path_, int]]:
@@ -36,6 +37,8 @@ def load_with_lines(path: str | Path) -> tuple[Any, dict[Path_, int]]:
 
 def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, lines: dict, file: str) -> Any:
     lines[path] = node.start_mark.line + 1
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+        raise SpaceError(file, lines[path], _dotted(path), f"invalid YAML: tag {node.tag} is not allowed")
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # resolve YAML merge keys (<<) like safe_load does
         result = {}

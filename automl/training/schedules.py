@@ -91,7 +91,8 @@ def learning_rate(training: Training, steps_per_epoch: int, epochs: int):
         schedule = lr
     elif s.name == "step":
         boundaries = list(range(s.every_epochs * steps_per_epoch, total, s.every_epochs * steps_per_epoch))
-        schedule = PiecewiseConstantDecay(boundaries, [lr * s.factor**k for k in range(len(boundaries) + 1)])
+        values = [lr * s.factor**k for k in range(len(boundaries) + 1)]
+        schedule = PiecewiseConstantDecay(boundaries, values) if boundaries else lr
     elif s.name == "exponential":
         schedule = ExponentialDecay(lr, steps_per_epoch, s.decay_per_epoch)
     elif s.name == "cosine_restarts":

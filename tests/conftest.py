@@ -1,0 +1,29 @@
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = ROOT / "search_spaces"
+
+
+@pytest.fixture
+def write_space(tmp_path):
+    """Write a space file from dedented YAML text; returns its path."""
+
+    def write(text: str, name: str = "space.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from automl.data import load_dataset
+
+    return load_dataset("digits", seed=0)

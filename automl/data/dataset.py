@@ -89,7 +89,7 @@ def make_dataset(
     """Validate arrays and make the missing splits by seed (test first, then validation)."""
     x_train = as_images(x_train, name)
     y_train = check_labels(y_train, len(x_train), name, "y_train")
-    num_classes = int(max([y_train.max()] + [np.max(y) for y in (y_val, y_test) if y is not None and len(y)])) + 1
+    num_classes = int(y_train.max()) + 1  # validation and test labels must be classes seen in training
     if len(np.unique(y_train)) < 2:
         raise UserError(f"{name}: y_train has a single class; classification needs at least 2")
     if x_test is None and split_test:

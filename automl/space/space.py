@@ -245,7 +245,7 @@ class SearchSpace:
         for p in self.params:
             for value in p.probe_values():
                 yield self._activating(p, {p.name: value})
-        for path, mapping in self._parsed.mappings:
+        for _, mapping in self._parsed.mappings:
             forced = {c.path: c.values[0] for c in mapping.conditions if c.path in self._by_name}
             for name in list(forced):
                 self._activating(self._by_name[name], forced)

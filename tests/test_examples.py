@@ -1,0 +1,15 @@
+"""README and examples/ must keep running."""
+
+import os
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+
+def test_python_api_example_runs():
+    env = {**os.environ, "TRIALS": "2", "EPOCHS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "python_api.py")], capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("trial ") == 2 and "best: trial" in proc.stdout

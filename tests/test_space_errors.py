@@ -120,3 +120,6 @@ def test_cli_validate_exit_codes_and_one_line(write_space):
     assert fail.stderr.strip().splitlines() == [
         f"automl: error: {bad}:2: model.stages.0.filters: Input should be greater than 0"
     ]
+    for debug in (["--debug"] + run[3:] + [str(bad)], run[3:] + [str(bad), "--debug"]):
+        traced = subprocess.run(run[:3] + debug, capture_output=True, text=True)
+        assert "Traceback" in traced.stderr and "SpaceError" in traced.stderr

@@ -157,35 +157,29 @@ class SGD(_Optimizer):
     nesterov: bool = False
 
 
-class Adam(_Optimizer):
-    name: Literal["adam"]
+class _AdaptiveMoments(_Optimizer):
     beta_1: Fraction = 0.9
     beta_2: Fraction = 0.999
     epsilon: PositiveFloat = 1e-7
+
+
+class Adam(_AdaptiveMoments):
+    name: Literal["adam"]
     amsgrad: bool = False
 
 
-class AdamW(_Optimizer):
+class AdamW(_AdaptiveMoments):
     name: Literal["adamw"]
     weight_decay: NonNegativeFloat = 0.004
-    beta_1: Fraction = 0.9
-    beta_2: Fraction = 0.999
-    epsilon: PositiveFloat = 1e-7
     amsgrad: bool = False
 
 
-class Nadam(_Optimizer):
+class Nadam(_AdaptiveMoments):
     name: Literal["nadam"]
-    beta_1: Fraction = 0.9
-    beta_2: Fraction = 0.999
-    epsilon: PositiveFloat = 1e-7
 
 
-class Adamax(_Optimizer):
+class Adamax(_AdaptiveMoments):
     name: Literal["adamax"]
-    beta_1: Fraction = 0.9
-    beta_2: Fraction = 0.999
-    epsilon: PositiveFloat = 1e-7
 
 
 class RMSprop(_Optimizer):
@@ -215,11 +209,8 @@ class Lion(_Optimizer):
     beta_2: Fraction = 0.99
 
 
-class Lamb(_Optimizer):
+class Lamb(_AdaptiveMoments):
     name: Literal["lamb"]
-    beta_1: Fraction = 0.9
-    beta_2: Fraction = 0.999
-    epsilon: PositiveFloat = 1e-7
 
 
 Optimizer = Annotated[

@@ -270,6 +270,7 @@ class OneCycle(_Schedule):
     pct_start: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
     div_factor: Annotated[float, Field(ge=1.0)] = 25.0
     final_div_factor: Annotated[float, Field(ge=1.0)] = 1e4
+    warmup_epochs: Literal[0] = 0  # pct_start is its warm-up
 
 
 class Plateau(_Schedule):
@@ -321,7 +322,7 @@ class Augmentation(Strict):
     randaugment_ops: PositiveInt = 2
     randaugment_magnitude: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     mixup: NonNegativeFloat = 0.0  # Beta(alpha, alpha); 0 is off
-    cutmix: NonNegativeFloat = 0.0
+    cutmix: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # Keras CutMix factor; 0 is off
 
 
 class TrialConfig(Strict):

@@ -104,3 +104,31 @@ def test_cli_bad_arguments_exit_2(capsys, argv, message):
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_numeric_conditions_compare_by_value(write_space):
+    space = SearchSpace.load(write_space(
+        """
+        model:
+          stages: [{family: vgg, filters: 8}]
+        augmentation:
+          mixup: {float: [0.0, 0.4], step: 0.2, default: 0.0}
+          cutmix: {float: [0.0, 1.0], default: 0.5, when: {mixup: 0}}
+        """
+    ))
+    assert space.default()["augmentation"] == {"mixup": 0.0, "cutmix": 0.5}
+    assert "cutmix" not in space.sample(FixedSuggester({"augmentation.mixup": 0.2}))["augmentation"]
+
+
+def test_yaml_anchors_and_merge_keys(write_space):
+    space = SearchSpace.load(write_space(
+        """
+        model:
+          stages:
+            - &stage {family: resnet, filters: 16, blocks: 2}
+            - {<<: *stage, filters: 32}
+        """
+    ))
+    assert space.default()["model"]["stages"] == [
+        {"family": "resnet", "filters": 16, "blocks": 2}, {"family": "resnet", "filters": 32, "blocks": 2}
+    ]

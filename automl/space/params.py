@@ -90,8 +90,18 @@ def _check_range(low, high, log, default):
 
 
 def label(value: Any) -> str:
-    """A stable text label of a choice option (options may be lists or mappings)."""
-    return json.dumps(value, sort_keys=True)
+    """A stable text label of a value (options may be lists or mappings); 2 and 2.0 get the same one."""
+    return json.dumps(_integral_floats_as_ints(value), sort_keys=True)
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral_floats_as_ints(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import yaml
 from automl.errors import SpaceError
 
 Path_ = tuple  # a path into the document: keys and list indices
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 _PLAIN_TAGS = (yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG)
 
 
@@ -40,16 +41,19 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, lines: dic
     if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
         raise SpaceError(file, lines[path], _dotted(path), f"invalid YAML: tag {node.tag} is not allowed")
     if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # resolve YAML merge keys (<<) like safe_load does
+        written = set()
+        for key_node, _ in node.value:  # a key written twice is an error; one that overrides a merge is not
+            key = loader.construct_object(key_node, deep=True) if key_node.tag != _MERGE_TAG else None
+            if key is not None and not isinstance(key, str):
+                raise SpaceError(file, key_node.start_mark.line + 1, _dotted(path),
+                                 f"keys must be strings, got {key!r}")
+            if key in written:
+                raise SpaceError(file, key_node.start_mark.line + 1, _dotted(path + (key,)), "duplicate key")
+            written.add(key)
+        loader.flatten_mapping(node)  # resolve merge keys (<<): merged pairs first, so written keys win
         result = {}
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str):
-                raise SpaceError(file, key_node.start_mark.line + 1, _dotted(path),
-                                 f"keys must be strings, got {key!r}")
-            if key in result:
-                raise SpaceError(file, key_node.start_mark.line + 1, _dotted(path + (key,)),
-                                 "duplicate key")
             result[key] = _construct(loader, value_node, path + (key,), lines, file)
             lines[path + (key,)] = key_node.start_mark.line + 1
         return result

@@ -12,4 +12,5 @@ def test_python_api_example_runs():
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "python_api.py")], capture_output=True,
                           text=True, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("trial ") == 2 and "best: trial" in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert sum(line.startswith("trial ") for line in lines) == 2 and lines[-1].startswith("best: trial")

@@ -14,10 +14,13 @@ from automl.errors import ArchitectureError
 from automl.training.augmentation import augmentation_layers
 
 
-def build_model(config: TrialConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def build_model(
+    config: TrialConfig, input_shape: tuple[int, int, int], num_classes: int, pixel_scale: float = 1.0
+) -> keras.Model:
     """The model of ``config`` for images of ``input_shape`` (H, W, C) and ``num_classes`` classes.
 
-    Raises ArchitectureError when the configuration cannot work on that input.
+    ``pixel_scale`` maps raw pixel values to [0, 1] inside the model. Raises ArchitectureError
+    when the configuration cannot work on that input.
     """
     m = config.model
     if len(input_shape) != 3:
@@ -32,7 +35,8 @@ def build_model(config: TrialConfig, input_shape: tuple[int, int, int], num_clas
         input_size=(input_shape[0], input_shape[1]),
     )
     inputs = keras.Input(shape=input_shape, name="image")
-    x = _augment(inputs, config.augmentation, input_shape)
+    x = keras.layers.Rescaling(pixel_scale, name="rescale")(inputs)
+    x = _augment(x, config.augmentation, input_shape)
     for i, conv in enumerate(m.stem):
         x = ctx.conv_bn_act(x, conv.filters, conv.kernel_size, f"stem{i + 1}", strides=conv.strides)
         x = ctx.pool(x, conv.pool, f"stem{i + 1}_pool", size=3, strides=2)

@@ -142,6 +142,12 @@ def test_any_input_size_and_channels(shape):
     assert model.input_shape == (None, *shape) and model.output_shape == (None, 3)
 
 
+def test_raw_pixels_are_scaled_inside_the_model():
+    model = build_model(TrialConfig.model_validate({"model": {"stages": [{"family": "vgg", "filters": 4}]}}),
+                        (8, 8, 1), 2, pixel_scale=1 / 255)
+    assert model.layers[1].name == "rescale" and model.layers[1].scale == pytest.approx(1 / 255)
+
+
 def test_model_wide_choices_reach_every_layer():
     model = _build({"model": {"activation": "gelu", "initializer": "glorot_uniform", "batch_norm": False,
                               "stages": [{"family": "vgg", "filters": 8}]},

@@ -13,7 +13,8 @@ def test_digits_splits_are_fixed_by_seed_and_disjoint():
     assert len(a.x_train) + len(a.x_val) + len(a.x_test) == 1797
     np.testing.assert_array_equal(a.x_val, b.x_val)
     assert not np.array_equal(a.x_val, c.x_val)
-    assert 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
+    assert a.x_train.min() == 0.0 and a.x_train.max() == 16.0 and a.pixel_scale == 1 / 16  # raw pixels
+    assert a.class_names == [str(i) for i in range(10)]
     rows = {x.tobytes() for x in a.x_test}
     assert not rows & {x.tobytes() for x in a.x_train}
     assert set(np.unique(a.y_val)) == set(range(10))  # stratified
@@ -33,7 +34,7 @@ def test_npz_with_given_splits(tmp_path):
                              x_val=x[:6], y_val=y[:6]))
     assert data.input_shape == (12, 10, 1) and data.num_classes == 3
     assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (60, 6, 9)
-    assert data.x_train.dtype == np.float32 and data.x_train.max() <= 1.0
+    assert data.x_train.dtype == np.uint8 and data.pixel_scale == 1 / 255
 
 
 def test_npz_splits_what_is_missing(tmp_path):

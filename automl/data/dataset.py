@@ -1,4 +1,8 @@
-"""Dataset: train/validation/test arrays of images scaled to [0, 1], split once by a seed."""
+"""Dataset: train/validation/test arrays of raw images, split once by a seed.
+
+Images keep their stored values (uint8 0-255, digits 0-16, ...); ``pixel_scale`` maps them to
+[0, 1] and becomes the model's first layer, so exported models take raw pixels.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ class Dataset:
     x_test: np.ndarray | None
     y_test: np.ndarray | None
     num_classes: int
+    pixel_scale: float = 1.0
+    class_names: list[str] | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -34,15 +40,18 @@ class Dataset:
 
 
 def as_images(x: np.ndarray, source: str) -> np.ndarray:
-    """(N, H, W) or (N, H, W, C) to float32 NHWC in [0, 1] (uint8 data is divided by 255)."""
+    """(N, H, W) or (N, H, W, C) to NHWC; uint8 stays uint8 (4x less memory), the rest float32."""
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
         raise UserError(f"{source}: images must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
-    if x.dtype == np.uint8:
-        return x.astype("float32") / 255.0
-    return x.astype("float32")
+    return x if x.dtype == np.uint8 else x.astype("float32")
+
+
+def default_pixel_scale(x: np.ndarray) -> float:
+    """uint8 images are 0-255; float images are taken as already in [0, 1]."""
+    return 1.0 / 255.0 if np.asarray(x).dtype == np.uint8 else 1.0
 
 
 def check_labels(y: np.ndarray, n: int, source: str, field: str, num_classes: int | None = None) -> np.ndarray:
@@ -85,8 +94,11 @@ def make_dataset(
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
     split_test: bool = True,
+    pixel_scale: float | None = None,
+    class_names: list[str] | None = None,
 ) -> Dataset:
     """Validate arrays and make the missing splits by seed (test first, then validation)."""
+    pixel_scale = default_pixel_scale(x_train) if pixel_scale is None else pixel_scale
     x_train = as_images(x_train, name)
     y_train = check_labels(y_train, len(x_train), name, "y_train")
     num_classes = int(y_train.max()) + 1  # validation and test labels must be classes seen in training
@@ -105,4 +117,6 @@ def make_dataset(
     for split, x in (("x_val", x_val), ("x_test", x_test)):
         if x is not None and x.shape[1:] != x_train.shape[1:]:
             raise UserError(f"{name}: {split} images are {x.shape[1:]}, x_train images are {x_train.shape[1:]}")
-    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes)
+    if class_names is not None and len(class_names) != num_classes:
+        raise UserError(f"{name}: {len(class_names)} class names for {num_classes} classes")
+    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, pixel_scale, class_names)

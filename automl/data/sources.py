@@ -15,8 +15,8 @@ def digits(seed: int = 0) -> Dataset:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = (bunch.images / 16.0).astype("float32")
-    return make_dataset("digits", x, bunch.target, seed=seed)
+    return make_dataset("digits", bunch.images.astype("float32"), bunch.target, seed=seed, pixel_scale=1 / 16,
+                        class_names=[str(c) for c in bunch.target_names])
 
 
 def npz(path: str, seed: int = 0) -> Dataset:

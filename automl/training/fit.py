@@ -82,7 +82,7 @@ def fit(
         keras.utils.set_random_seed(seed)
     t = config.training
     epochs = epochs or t.epochs
-    model = build_model(config, data.input_shape, data.num_classes)
+    model = build_model(config, data.input_shape, data.num_classes, data.pixel_scale)
     steps = math.ceil(len(data.x_train) / t.batch_size)
     model.compile(
         optimizer=make_optimizer(t.optimizer, learning_rate(t, steps, epochs)),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
-from automl.errors import TrialFailed, UserError  # noqa: E402
+from automl.errors import SearchStopped, TrialFailed, UserError  # noqa: E402
 
 
 def _input_shape(text: str) -> tuple[int, int, int]:
@@ -31,6 +31,40 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
     return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
+    return value
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        size = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 2 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected H,W with positive integers (e.g. 64,64), got '{text}'")
+    return size
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="digits", metavar="SPEC",
+                        help="digits, mnist, fashion_mnist, cifar10, cifar100, a .npz or .csv file, or a folder "
+                             "of class sub-folders")
+    parser.add_argument("--image-size", type=_image_size, metavar="H,W", help="resize images from files")
+
+
+def _store_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", metavar="NAME", help="default: <space>-<data>")
+    parser.add_argument("--storage", metavar="URL", help="Optuna storage (default: journal:automl.journal)")
+    parser.add_argument("--tracking-uri", metavar="URI", help="MLflow (default: sqlite:///mlflow.db)")
+    parser.add_argument("--out", metavar="DIR", help="trial models (default: automl-out)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,9 +89,44 @@ def _parser() -> argparse.ArgumentParser:
     params.add_argument("--input-shape", type=_input_shape, required=True, metavar="H,W,C")
     params.add_argument("--classes", type=_positive_int, required=True, metavar="K")
 
+    search = commands.add_parser("search", parents=[common], help="search a space on a data set")
+    search.add_argument("--space", required=True, metavar="FILE")
+    _data_arguments(search)
+    _store_arguments(search)
+    search.add_argument("--backend", choices=("optuna", "keras-tuner"), default="optuna")
+    search.add_argument("--sampler", metavar="NAME",
+                        help="optuna: tpe (default), random, cmaes, gp; keras-tuner: bayesian (default), random, "
+                             "hyperband")
+    search.add_argument("--pruner", default="hyperband", metavar="NAME",
+                        help="optuna: hyperband (default), median, successive-halving, none")
+    search.add_argument("--trials", type=_positive_int, default=20, help="target of finished trials in the study")
+    search.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="wall-time bound of this run")
+    search.add_argument("--epochs", type=_positive_int, help="per trial (default: each configuration's epochs)")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--objective", choices=("val_accuracy", "val_loss"), default="val_accuracy")
+    search.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+    trials = commands.add_parser("trials", parents=[common], help="list a study's trials")
+    trials.add_argument("--study", required=True, metavar="NAME")
+    trials.add_argument("--storage", metavar="URL")
+    trials.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    export = commands.add_parser("export", parents=[common], help="export a study's best model")
+    export.add_argument("--study", required=True, metavar="NAME")
+    export.add_argument("--storage", metavar="URL")
+    export.add_argument("--out", required=True, metavar="DIR")
+
+    predict = commands.add_parser("predict", parents=[common], help="classify images with an exported model")
+    predict.add_argument("--model", required=True, metavar="DIR")
+    predict.add_argument("--input", required=True, nargs="+", metavar="PATH", help="image files, folders, .npz")
+
+    ui = commands.add_parser("ui", parents=[common], help="start the MLflow UI on 127.0.0.1")
+    ui.add_argument("--tracking-uri", metavar="URI")
+    ui.add_argument("--port", type=_positive_int, default=5000)
+
     train = commands.add_parser("train", parents=[common], help="train a space's default configuration")
     train.add_argument("--space", required=True, metavar="FILE")
-    train.add_argument("--data", default="digits", metavar="SPEC", help="digits (bundled) or a .npz file")
+    _data_arguments(train)
     train.add_argument("--epochs", type=_positive_int, help="override the configuration's epochs")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default="automl-out", metavar="DIR", help="where the model and config go")
@@ -115,7 +184,7 @@ def cmd_train(args) -> None:
 
     space = SearchSpace.load(args.space)  # check the inputs before the slow Keras import
     config = TrialConfig.model_validate(space.default())
-    data = load_dataset(args.data, seed=args.seed)
+    data = load_dataset(args.data, seed=args.seed, image_size=args.image_size)
 
     from automl.training.fit import fit
     from automl.training.progress import EpochPrinter
@@ -136,7 +205,61 @@ def cmd_train(args) -> None:
           f"{result.params:,} params, {result.seconds:.1f} s; saved to {out}/")
 
 
-COMMANDS = {"validate": cmd_validate, "sample": cmd_sample, "params": cmd_params, "train": cmd_train}
+def cmd_search(args) -> None:
+    from automl.api import search
+
+    search(args.space, args.data, study=args.study, storage=args.storage, tracking_uri=args.tracking_uri,
+           out=args.out, backend=args.backend, sampler=args.sampler, pruner=args.pruner, trials=args.trials,
+           timeout=args.timeout, epochs=args.epochs, seed=args.seed, objective=args.objective,
+           image_size=args.image_size, verbose=not args.quiet)
+
+
+def cmd_trials(args) -> None:
+    from automl.api import trials
+
+    frame = trials(args.study, args.storage)
+    if args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(frame.to_json(orient="records", indent=2))
+    else:
+        print(frame.to_string(index=False, max_colwidth=30) if not frame.empty else "no trials")
+
+
+def cmd_export(args) -> None:
+    from automl.api import export
+
+    out = export(args.study, args.out, args.storage)
+    print(f"exported the best trial of {args.study} to {out}/")
+
+
+def cmd_predict(args) -> None:
+    from automl.api import predict
+
+    for record in predict(args.model, args.input):
+        print(json.dumps(record))
+
+
+def cmd_ui(args) -> None:
+    from automl.settings import tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
+    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                               "--host", "127.0.0.1", "--port", str(args.port)])
+
+
+COMMANDS = {
+    "validate": cmd_validate,
+    "sample": cmd_sample,
+    "params": cmd_params,
+    "train": cmd_train,
+    "search": cmd_search,
+    "trials": cmd_trials,
+    "export": cmd_export,
+    "predict": cmd_predict,
+    "ui": cmd_ui,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"automl: error: {exc}", file=sys.stderr)
         return 2
-    except TrialFailed as exc:
-        print(f"automl: training failed: {exc}", file=sys.stderr)
+    except (TrialFailed, SearchStopped) as exc:
+        print(f"automl: {'training failed: ' if isinstance(exc, TrialFailed) else ''}{exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("automl: interrupted", file=sys.stderr)

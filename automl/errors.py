@@ -24,3 +24,7 @@ class TrialFailed(Exception):
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail
+
+
+class SearchStopped(Exception):
+    """A search stopped because trial after trial failed: the problem is not one configuration."""

@@ -1,4 +1,4 @@
-"""Data sets for trials: bundled digits, .npz files; fixed train/validation/test splits."""
+"""Data sets for trials: bundled digits, keras.datasets, image folders, CSV and .npz files; fixed splits."""
 
 from automl.data.dataset import Dataset, make_dataset
 from automl.data.sources import SOURCES, load_dataset

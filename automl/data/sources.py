@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from automl.data.dataset import Dataset, make_dataset
+from automl.data.image_files import check_image_size, image_csv, image_folder, resize_array
+from automl.data.keras_datasets import KERAS_DATASETS, load_keras_dataset
 from automl.errors import UserError
 
 
@@ -48,13 +53,37 @@ def npz(path: str, seed: int = 0) -> Dataset:
     )
 
 
-SOURCES = {"digits": digits}
+SOURCES = {"digits": digits, **{name: partial(load_keras_dataset, name) for name in KERAS_DATASETS}}
 
 
-def load_dataset(spec: str, seed: int = 0) -> Dataset:
-    """``spec`` is a source name (see SOURCES) or a path to a .npz file."""
+def _resized(data: Dataset, image_size: tuple[int, int] | None) -> Dataset:
+    if image_size is None or data.input_shape[:2] == image_size:
+        return data
+    return dataclasses.replace(
+        data,
+        x_train=resize_array(data.x_train, image_size),
+        x_val=resize_array(data.x_val, image_size),
+        x_test=None if data.x_test is None else resize_array(data.x_test, image_size),
+    )
+
+
+def load_dataset(spec: str, seed: int = 0, image_size: tuple[int, int] | None = None) -> Dataset:
+    """``spec`` is a source name (see SOURCES), a folder of images with one sub-folder per class,
+    a .csv file of image paths and labels, or a .npz file. ``image_size=(H, W)`` resizes the images."""
+    image_size = check_image_size(image_size)
     if spec in SOURCES:
-        return SOURCES[spec](seed=seed)
-    if spec.endswith(".npz"):
-        return npz(spec, seed=seed)
-    raise UserError(f"--data: unknown data set '{spec}'; use one of {', '.join(SOURCES)} or a .npz file")
+        return _resized(SOURCES[spec](seed=seed), image_size)
+    path = Path(spec)
+    if path.is_dir():
+        return image_folder(spec, seed=seed, image_size=image_size)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return image_csv(spec, seed=seed, image_size=image_size)
+    if suffix == ".npz":
+        return _resized(npz(spec, seed=seed), image_size)
+    if path.exists():
+        raise UserError(f"{spec}: not a folder of images (one sub-folder per class), a .csv or a .npz file")
+    if suffix or "/" in spec or os.sep in spec:
+        raise UserError(f"{spec}: no such file or folder")
+    raise UserError(f"--data: unknown data set '{spec}'; use one of {', '.join(SOURCES)}, "
+                    "a folder of images (one sub-folder per class), a .csv or a .npz file")

@@ -27,7 +27,8 @@ class TrialResult:
     history: dict[str, list[float]]  # per epoch: loss, accuracy, val_loss, val_accuracy, learning_rate
     best_epoch: int  # 1-based; the model holds this epoch's weights
     metrics: dict[str, float]  # the best epoch's metrics, plus test_* when there is a test split
-    seconds: float
+    seconds: float  # the whole call: build, compile, fit, evaluate
+    fit_seconds: float  # model.fit alone
     params: int = field(default=0)
 
 
@@ -110,6 +111,7 @@ def fit(
         s = t.schedule
         own.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=s.factor, patience=s.patience,
                                                      min_lr=s.min_lr))
+    fit_start = time.perf_counter()
     history = model.fit(
         train,
         validation_data=(data.x_val, y_val),
@@ -118,6 +120,7 @@ def fit(
         verbose=verbose,
         **fit_kwargs,
     ).history
+    fit_seconds = time.perf_counter() - fit_start
     losses = history.get("loss", [])
     if any(not math.isfinite(v) for v in losses):
         epoch = next(i for i, v in enumerate(losses) if not math.isfinite(v)) + 1
@@ -130,4 +133,4 @@ def fit(
         test = model.evaluate(data.x_test, y_test, batch_size=t.batch_size, verbose=0, return_dict=True)
         metrics.update({f"test_{k}": float(v) for k, v in test.items()})
     return TrialResult(model, {k: [float(x) for x in v] for k, v in history.items()}, best_index + 1,
-                       metrics, time.perf_counter() - start, model.count_params())
+                       metrics, time.perf_counter() - start, fit_seconds, model.count_params())

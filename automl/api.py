@@ -1,0 +1,46 @@
+"""The Python API; the CLI is a thin layer over these functions.
+
+    import automl
+    study = automl.search("search_spaces/quick.yaml", data="digits", trials=8, epochs=5)
+    automl.export(study.study_name, out="best")
+    for record in automl.predict("best", ["digit.png"]): print(record["class"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+
+from automl import settings as defaults
+from automl.search.settings import SearchSettings
+
+
+def search(space: str, data: str = "digits", **options) -> optuna.Study:
+    """Run (or resume) a search; options are the fields of SearchSettings (trials, epochs, backend...)."""
+    from automl.search.driver import run_search
+
+    return run_search(SearchSettings(space=str(space), data=str(data), **options))
+
+
+def trials(study: str, storage: str | None = None):
+    """All trials of a study as a pandas DataFrame."""
+    from automl.search.results import trials_frame
+    from automl.search.storage import load_study
+
+    return trials_frame(load_study(study, defaults.storage_url(storage)))
+
+
+def export(study: str, out: str | Path, storage: str | None = None) -> Path:
+    """Write the best trial's model.keras (+ SavedModel) and automl.json to ``out``."""
+    from automl.export import export_study
+
+    return export_study(study, defaults.storage_url(storage), out)
+
+
+def predict(model: str | Path, inputs: list[str]) -> Iterator[dict]:
+    """Predictions of an exported model for image files, folders or .npz files."""
+    from automl.predict import predict as run
+
+    return run(model, inputs)

@@ -1,0 +1,71 @@
+"""Export the best trial of a study: model.keras (+ SavedModel on TensorFlow) and automl.json.
+
+The trial's best-epoch model was saved when the trial finished, so nothing is retrained; the
+exported model takes raw pixels (scaling is its first layer).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+from automl.errors import UserError
+from automl.search.results import best_trial
+from automl.search.storage import load_study
+
+METADATA = "automl.json"
+
+
+def _versions() -> dict[str, str]:
+    names = ("automl", "keras", "tensorflow", "jax", "optuna", "mlflow", "numpy")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"python": platform.python_version(), **found}
+
+
+def export_study(study_name: str, storage: str, out: str | Path) -> Path:
+    """Write the best trial's model and metadata to ``out``; returns the folder."""
+    study = load_study(study_name, storage)
+    best = best_trial(study)
+    if best is None:
+        raise UserError(f"--study {study_name}: no completed trial with a saved model to export yet")
+    source = Path(best.user_attrs["model_path"])
+    if not source.is_file():
+        raise UserError(f"{source}: the best trial's model file is missing (was the --out folder moved?)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, out / "model.keras")
+
+    import keras
+
+    formats = ["keras"]
+    if keras.backend.backend() == "tensorflow":
+        model = keras.models.load_model(out / "model.keras")
+        model.export(str(out / "saved_model"), format="tf_saved_model", verbose=False)
+        formats.append("tf_saved_model")
+    attrs = study.user_attrs
+    info = {
+        "study": study_name,
+        "storage": storage,
+        "trial": best.number,
+        "objective": attrs.get("objective"),
+        "value": best.value,
+        "metrics": best.user_attrs.get("metrics", {}),
+        "config": best.user_attrs["config"],
+        "data": attrs.get("data"),
+        "input_shape": attrs.get("input_shape"),
+        "class_names": attrs.get("class_names") or [str(i) for i in range(attrs.get("num_classes", 0))],
+        "preprocessing": {"pixel_scale": attrs.get("pixel_scale"), "inside_model": True,
+                          "input": "raw pixel values, resized to input_shape"},
+        "formats": formats,
+        "versions": _versions(),
+    }
+    (out / METADATA).write_text(json.dumps(info, indent=2))
+    return out

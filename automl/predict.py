@@ -1,0 +1,70 @@
+"""Predict with an exported model: raw images in, one JSON line per input out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from automl.errors import UserError
+from automl.export import METADATA
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+
+
+def load_exported(model_dir: str | Path):
+    folder = Path(model_dir)
+    if not (folder / "model.keras").is_file() or not (folder / METADATA).is_file():
+        raise UserError(f"--model {model_dir}: not an exported model folder (needs model.keras and {METADATA})")
+    import keras
+
+    return keras.models.load_model(folder / "model.keras"), json.loads((folder / METADATA).read_text())
+
+
+def _inputs(paths: list[str], shape: tuple[int, int, int]) -> Iterator[tuple[str, np.ndarray]]:
+    import keras
+
+    for given in paths:
+        path = Path(given)
+        if path.suffix == ".npz" and path.is_file():
+            with np.load(path, allow_pickle=False) as archive:
+                key = next((k for k in ("x", "x_test", "images") if k in archive.files), None)
+                if key is None:
+                    raise UserError(f"{path}: needs an array named x, x_test or images")
+                images = archive[key]
+            if images.ndim == 3:
+                images = images[..., None]
+            if images.shape[1:] != shape:
+                raise UserError(f"{path}: images are {images.shape[1:]}, the model takes {shape}")
+            for i, image in enumerate(images):
+                yield f"{path}[{i}]", image
+        elif path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise UserError(f"{path}: no images (png, jpg, bmp, gif) in this folder")
+            yield from _inputs([str(f) for f in files], shape)
+        elif path.is_file():
+            mode = "grayscale" if shape[2] == 1 else "rgb"
+            try:
+                image = keras.utils.load_img(path, color_mode=mode, target_size=shape[:2])
+            except Exception as exc:  # PIL raises several types for unreadable files
+                raise UserError(f"{path}: cannot read image ({type(exc).__name__})") from None
+            yield str(path), keras.utils.img_to_array(image)
+        else:
+            raise UserError(f"--input {given}: no such file or folder")
+
+
+def predict(model_dir: str | Path, inputs: list[str], batch_size: int = 256) -> Iterator[dict]:
+    """One record per input image: the predicted class, its index and every class's probability."""
+    model, info = load_exported(model_dir)
+    shape = tuple(info["input_shape"])
+    names = info["class_names"]
+    items = list(_inputs(inputs, shape))
+    images = np.stack([image for _, image in items]).astype("float32")
+    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+    for (name, _), probs in zip(items, probabilities, strict=True):
+        best = int(np.argmax(probs))
+        yield {"input": name, "class": names[best], "index": best,
+               "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs, strict=True)}}

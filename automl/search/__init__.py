@@ -1,0 +1,1 @@
+"""Searches: Optuna studies (storage, samplers, pruners) and the KerasTuner backend."""

@@ -1,0 +1,66 @@
+"""Run a search: the steps both backends share around their own trial loop.
+
+check the space -> load data -> open the study -> reopen the MLflow parent run -> run trials
+until the study holds ``trials`` finished ones -> close every run -> summarise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import optuna
+
+from automl.data import load_dataset
+from automl.search.live import Live
+from automl.search.results import best_trial, print_top_trials
+from automl.search.settings import SearchSettings
+from automl.search.study import finished_count, open_study
+from automl.space import SearchSpace
+from automl.tracking import Tracker, flatten
+
+PARENT_ATTR = "mlflow_parent_run_id"
+
+
+def run_search(settings: SearchSettings) -> optuna.Study:
+    space = SearchSpace.load(settings.space)
+    data = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
+    study = open_study(settings, data)
+    live = Live(settings.trials, settings.objective, settings.direction, settings.verbose)
+    done = finished_count(study)
+    live.say(f"study {settings.study}: {done}/{settings.trials} trials finished; data {data.describe()}")
+    if done >= settings.trials:
+        print_top_trials(study, live)
+        return study
+
+    tracker = Tracker(settings.tracking_uri, settings.study)
+    parent = tracker.open_parent(
+        study.user_attrs.get(PARENT_ATTR),
+        name=f"search-{settings.backend}",
+        params={k: v for k, v in flatten(vars(settings)).items() if k not in ("verbose",)},
+        tags={"automl.backend": settings.backend, "automl.kind": "search"},
+    )
+    study.set_user_attr(PARENT_ATTR, parent)
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
+    tracker.close_stale_children(parent, alive=running)
+
+    status, start = "KILLED", time.perf_counter()
+    try:
+        if settings.backend == "optuna":
+            from automl.search.optuna_backend import optimize
+        else:
+            from automl.search.keras_tuner_backend import optimize
+        optimize(settings, space, data, study, tracker, parent, live)
+        if (best := best_trial(study)) is not None:
+            tracker.log_best_model(parent, best.user_attrs["model_path"], best.number)
+        status = "FINISHED"
+    except Exception:
+        status = "FAILED"
+        raise
+    finally:  # whatever happened, the parent run is closed with the best metrics so far
+        best = best_trial(study)
+        metrics = {f"best_{k}": v for k, v in (best.user_attrs.get("metrics", {}) if best else {}).items()}
+        metrics.update(finished_trials=finished_count(study), search_seconds=time.perf_counter() - start)
+        tracker.close_parent(parent, status, {k: v for k, v in metrics.items() if math.isfinite(v)})
+    print_top_trials(study, live)
+    return study

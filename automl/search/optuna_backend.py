@@ -1,0 +1,70 @@
+"""The Optuna backend: define-by-run sampling of the space, pruning on per-epoch validation metrics."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna_integration import KerasPruningCallback
+
+from automl.data import Dataset
+from automl.errors import SearchStopped
+from automl.search.live import Live
+from automl.search.settings import SearchSettings
+from automl.search.strategies import make_pruner, make_sampler
+from automl.search.study import FINISHED, finished_count
+from automl.search.trial import run_trial, trial_attrs
+from automl.space import OptunaSuggester, SearchSpace
+from automl.tracking import Tracker
+
+
+class FailureGuard:
+    def __init__(self, limit: int):
+        self.limit, self.in_a_row, self.last_reason = limit, 0, ""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == optuna.trial.TrialState.FAIL:
+            self.in_a_row += 1
+            self.last_reason = trial.user_attrs.get("fail_reason", "")
+            if self.in_a_row >= self.limit:
+                study.stop()
+        else:
+            self.in_a_row = 0
+
+
+def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study: optuna.Study, tracker: Tracker,
+             parent: str, live: Live) -> None:
+    # A resumed search must not replay the seeded sampler's first suggestions.
+    study.sampler = make_sampler(settings.sampler, settings.seed + len(study.trials))
+    study.pruner = make_pruner(settings.pruner, settings.epochs)
+    guard = FailureGuard(limit=max(5, settings.trials // 2))
+
+    def objective(trial: optuna.Trial) -> float:
+        start = time.perf_counter()
+        config = space.sample(OptunaSuggester(trial))
+        trial.set_user_attr("config", config)
+        pruning = [KerasPruningCallback(trial, settings.objective)] if settings.pruner != "none" else []
+        outcome = run_trial(settings, data, trial.number, config, tracker, parent, live,
+                            finished=finished_count(study), pruning=pruning, pruned_errors=(optuna.TrialPruned,))
+        for key, value in trial_attrs(settings, trial.number, outcome, time.perf_counter() - start).items():
+            trial.set_user_attr(key, value)
+        if outcome.pruned is not None:
+            raise outcome.pruned
+        if outcome.state == "FAIL":
+            raise TrialFailedInStudy(outcome.reason)
+        return outcome.value
+
+    study.optimize(
+        objective,
+        timeout=settings.timeout,
+        callbacks=[MaxTrialsCallback(settings.trials, states=FINISHED), guard],
+        catch=(TrialFailedInStudy,),
+        gc_after_trial=True,
+    )
+    if guard.in_a_row >= guard.limit:
+        raise SearchStopped(f"stopped after {guard.in_a_row} failed trials in a row; last: {guard.last_reason}")
+
+
+class TrialFailedInStudy(Exception):
+    """Raised to Optuna so it records the trial as FAIL (the reason is in its user attrs)."""

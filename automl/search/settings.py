@@ -1,0 +1,46 @@
+"""What one search needs to know, gathered from the CLI or the Python API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from automl import settings as defaults
+
+OBJECTIVE_DIRECTIONS = {"val_accuracy": "maximize", "val_loss": "minimize"}
+
+
+@dataclass
+class SearchSettings:
+    space: str
+    data: str = "digits"
+    study: str | None = None  # default: <space>-<data>
+    storage: str | None = None
+    tracking_uri: str | None = None
+    out: str | None = None
+    backend: str = "optuna"
+    sampler: str | None = None  # default per backend: tpe (optuna), bayesian (keras-tuner)
+    pruner: str = "hyperband"
+    trials: int = 20
+    timeout: float | None = None
+    epochs: int | None = None  # per trial; default: each configuration's training.epochs
+    seed: int = 0
+    objective: str = "val_accuracy"
+    image_size: tuple[int, int] | None = None
+    verbose: bool = True
+
+    def __post_init__(self):
+        self.storage = defaults.storage_url(self.storage)
+        self.tracking_uri = defaults.tracking_uri(self.tracking_uri)
+        self.out = defaults.out_dir(self.out)
+        if self.study is None:
+            self.study = f"{Path(self.space).stem}-{Path(self.data).stem}"
+        if self.sampler is None:
+            self.sampler = "tpe" if self.backend == "optuna" else "bayesian"
+
+    @property
+    def direction(self) -> str:
+        return OBJECTIVE_DIRECTIONS[self.objective]
+
+    def trial_dir(self, number: int) -> Path:
+        return Path(self.out) / self.study / f"trial-{number}"

@@ -1,0 +1,47 @@
+"""Optuna storages by URL: relational databases, or a journal file for one machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages.journal import JournalFileBackend
+
+from automl.errors import UserError
+
+RDB_SCHEMES = ("sqlite:", "postgresql", "mysql")
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """``sqlite:///f.db``, ``postgresql://...``, ``mysql://...``, or ``journal:PATH`` / ``PATH.journal``.
+
+    Relational storages get heartbeats, so a trial whose worker died is failed and retried once.
+    """
+    if url.startswith(RDB_SCHEMES):
+        try:
+            return RDBStorage(
+                url,
+                heartbeat_interval=30,
+                grace_period=120,
+                failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+            )
+        except Exception as exc:  # SQLAlchemy reports bad URLs and unreachable servers in many ways
+            raise UserError(f"--storage {url}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if url.startswith("journal:") or url.endswith(".journal"):
+        path = Path(url.removeprefix("journal:"))
+        if not path.parent.exists():
+            raise UserError(f"--storage {url}: folder {path.parent} does not exist")
+        return JournalStorage(JournalFileBackend(str(path)))
+    raise UserError(
+        f"--storage {url}: unsupported; use sqlite:///FILE.db, postgresql://..., mysql://... or journal:FILE"
+    )
+
+
+def load_study(name: str, url: str) -> optuna.Study:
+    storage = open_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise UserError(f"--study {name}: no such study in {url} (studies there: {', '.join(known) or 'none'})") from None

@@ -1,0 +1,111 @@
+"""Run one trial for either backend: train, keep the model, log to MLflow, say how it went.
+
+The search algorithm (Optuna, KerasTuner) only hands over a configuration and gets back an
+outcome, so both backends share this code.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import keras
+
+from automl.config import TrialConfig
+from automl.data import Dataset
+from automl.errors import ArchitectureError, TrialFailed
+from automl.search.live import Live
+from automl.search.settings import SearchSettings
+from automl.tracking import Tracker, TrialRun
+from automl.training.fit import TrialResult, fit
+
+
+@dataclass
+class Outcome:
+    state: str  # COMPLETE | PRUNED | FAIL
+    value: float | None = None
+    reason: str | None = None
+    result: TrialResult | None = None
+    pruned: BaseException | None = None  # the backend's own pruning signal, re-raised by the backend
+
+
+class MlflowEpochs(keras.callbacks.Callback):
+    def __init__(self, run: TrialRun):
+        super().__init__()
+        self.run = run
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.run.log_epoch(epoch, logs or {})
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A short, recordable reason: nan_loss, architecture, oom, or the error's type and message."""
+    if isinstance(exc, TrialFailed):
+        return f"{exc.reason}: {exc.detail}"
+    if isinstance(exc, ArchitectureError):
+        return f"architecture: {exc}"
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    if isinstance(exc, MemoryError) or "ResourceExhausted" in text or "OOM" in text or "out of memory" in text:
+        return f"oom: {text}"
+    return f"error: {text}"
+
+
+def describe(config: TrialConfig) -> str:
+    m, t = config.model, config.training
+    stages = "/".join(s.family for s in m.stages)
+    return (f"{stages} stages, {t.optimizer.name} lr {t.optimizer.learning_rate:.2g}, {t.schedule.name}, "
+            f"batch {t.batch_size}")
+
+
+def run_trial(
+    settings: SearchSettings,
+    data: Dataset,
+    number: int,
+    config: dict,
+    tracker: Tracker,
+    parent: str,
+    live: Live,
+    *,
+    finished: int,
+    pruning: list[keras.callbacks.Callback] = (),
+    pruned_errors: tuple[type[BaseException], ...] = (),
+    epochs: int | None = None,
+) -> Outcome:
+    start = time.perf_counter()
+    keras.backend.clear_session()  # drop the previous trial's graph before building the next
+    validated = TrialConfig.model_validate(config)
+    epochs = epochs or settings.epochs or validated.training.epochs
+    live.trial_started(number, finished, describe(validated))
+    with tracker.trial_run(parent, number, config, tags={"automl.backend": settings.backend}) as run:
+        callbacks = [MlflowEpochs(run), *live.epoch_callbacks(number, epochs), *pruning]
+        try:
+            result = fit(validated, data, callbacks=callbacks, epochs=epochs, objective=settings.objective,
+                         seed=settings.seed + number)
+        except pruned_errors as exc:
+            outcome = Outcome("PRUNED", pruned=exc)
+        except Exception as exc:  # the trial fails alone; the search goes on
+            outcome = Outcome("FAIL", reason=failure_reason(exc))
+        else:
+            path = settings.trial_dir(number) / "model.keras"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            result.model.save(path)
+            outcome = Outcome("COMPLETE", result.metrics[settings.objective], result=result)
+        run.state, run.reason = outcome.state, outcome.reason
+        seconds = time.perf_counter() - start
+        run.log_metrics({"trial_seconds": seconds, **({"fit_seconds": result.fit_seconds, **result.metrics}
+                                                        if outcome.result else {})})
+    live.trial_ended(number, outcome.state, outcome.value, time.perf_counter() - start, outcome.reason or "")
+    return outcome
+
+
+def trial_attrs(settings: SearchSettings, number: int, outcome: Outcome, seconds: float) -> dict:
+    """What a study keeps of a trial for export and `automl trials`."""
+    attrs = {"trial_seconds": round(seconds, 3)}
+    if outcome.reason:
+        attrs["fail_reason"] = outcome.reason
+    if outcome.result is not None:
+        r = outcome.result
+        attrs.update(model_path=str(settings.trial_dir(number) / "model.keras"), metrics=r.metrics,
+                     best_epoch=r.best_epoch, params=r.params, fit_seconds=round(r.fit_seconds, 3),
+                     epochs_run=len(r.history.get("loss", [])))
+    return attrs

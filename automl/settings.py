@@ -1,0 +1,19 @@
+"""Where things live by default: files in the working directory, each overridable by flag or env."""
+
+import os
+
+DEFAULT_STORAGE = "journal:automl.journal"  # Optuna journal file: safe for several local processes
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default, so `mlflow ui` here shows everything
+DEFAULT_OUT = "automl-out"
+
+
+def storage_url(given: str | None) -> str:
+    return given or os.environ.get("AUTOML_STORAGE") or DEFAULT_STORAGE
+
+
+def tracking_uri(given: str | None) -> str:
+    return given or os.environ.get("AUTOML_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def out_dir(given: str | None) -> str:
+    return given or os.environ.get("AUTOML_OUT") or DEFAULT_OUT

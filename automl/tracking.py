@@ -1,0 +1,197 @@
+"""MLflow layout: experiment = study; a parent run per search (or recipe stage); a child run per trial.
+
+Child runs carry the flattened TrialConfig as params, per-epoch metrics, the tags
+``automl.trial`` / ``automl.state`` / ``automl.backend``, the configuration YAML and a
+learning-curve plot. No run stays RUNNING: every run is closed by a ``finally``, and runs left
+RUNNING by a dead process are closed when the next search of the study starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+# MLflow configures its loggers on import; its INFO lines (database set-up) would drown the live view.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+PARENT_TAG = "mlflow.parentRunId"
+MAX_PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": [1, {"c": 2}]}} -> {"a.b.0": 1, "a.b.1.c": 2}; empty containers stay as values."""
+    if isinstance(tree, dict) and tree:
+        items = tree.items()
+    elif isinstance(tree, list) and tree:
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+class Tracker:
+    """Logs one study's searches to MLflow through an explicit client (no global active run)."""
+
+    def __init__(self, tracking_uri: str, experiment: str):
+        self.client = MlflowClient(tracking_uri)
+        self.tracking_uri = tracking_uri
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+
+    # --- parent runs ------------------------------------------------------------------
+
+    def open_parent(self, run_id: str | None, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        """Reopen ``run_id`` (a resumed search) or start a new parent run; returns its id."""
+        if run_id and self._exists(run_id):
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+            self._log_params(run_id, params)
+        return run_id
+
+    def close_parent(self, run_id: str, status: str, metrics: dict[str, float] | None = None) -> None:
+        if metrics:
+            now = _now()
+            self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        self.client.set_terminated(run_id, status)
+
+    def log_best_model(self, run_id: str, model_path: str, trial_number: int) -> None:
+        """The best trial's model as an MLflow model of the parent run (the Keras 3 flavor)."""
+        import keras
+        import mlflow
+        import mlflow.keras
+
+        import numpy as np
+        from mlflow.models import infer_signature
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        model = keras.models.load_model(model_path)
+        example = np.zeros((1, *model.input_shape[1:]), "float32")
+        signature = infer_signature(example, model.predict(example, verbose=0))
+        with mlflow.start_run(run_id=run_id):
+            mlflow.keras.log_model(model, name="best_model", signature=signature,
+                                   pip_requirements=[f"keras=={keras.__version__}"])
+        self.client.set_tag(run_id, "automl.best_trial", str(trial_number))
+
+    def close_stale_children(self, parent_id: str, alive: Iterable[int]) -> int:
+        """Close as FAILED the RUNNING child runs whose trial is not running any more."""
+        alive = {str(n) for n in alive}
+        stale = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and attributes.status = 'RUNNING'",
+        )
+        closed = 0
+        for run in stale:
+            if run.data.tags.get("automl.trial") not in alive:
+                self.client.set_tag(run.info.run_id, "automl.state", "FAIL")
+                self.client.set_tag(run.info.run_id, "automl.fail_reason", "worker stopped before the trial ended")
+                self.client.set_terminated(run.info.run_id, "FAILED")
+                closed += 1
+        return closed
+
+    # --- child runs -------------------------------------------------------------------
+
+    @contextmanager
+    def trial_run(self, parent_id: str, number: int, config: dict, tags: dict[str, str]):
+        """A child run for trial ``number``; the body sets ``run.state`` and may log metrics."""
+        run = TrialRun(self, parent_id, number, config, tags)
+        try:
+            yield run
+        except KeyboardInterrupt:
+            run.finish("FAIL", "interrupted", status="KILLED")
+            raise
+        except BaseException as exc:
+            run.finish("FAIL", f"{type(exc).__name__}: {exc}".splitlines()[0])
+            raise
+        else:
+            run.finish(run.state, run.reason)
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            self.client.get_run(run_id)
+            return True
+        except Exception:  # MlflowException when the run was deleted or the database is new
+            return False
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        items = [Param(k[:250], str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+
+
+class TrialRun:
+    """One trial's child run: epoch metrics stream in; ``finish`` writes state, curves and closes it."""
+
+    def __init__(self, tracker: Tracker, parent_id: str, number: int, config: dict, tags: dict[str, str]):
+        self.tracker, self.number = tracker, number
+        self.state, self.reason = "COMPLETE", None
+        self.history: dict[str, list[float]] = {}
+        client = tracker.client
+        run_tags = {PARENT_TAG: parent_id, "automl.trial": str(number), "automl.state": "RUNNING", **tags}
+        self.run_id = client.create_run(tracker.experiment_id, run_name=f"trial-{number}", tags=run_tags).info.run_id
+        tracker._log_params(self.run_id, flatten(config))
+        client.log_text(self.run_id, yaml.safe_dump(config, sort_keys=False), "config.yaml")
+
+    def log_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        now = _now()
+        metrics = [Metric(k, float(v), now, epoch) for k, v in logs.items() if _is_number(v)]
+        for m in metrics:
+            self.history.setdefault(m.key, []).append(m.value)
+        self.tracker.client.log_batch(self.run_id, metrics=metrics)
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        now = _now()
+        self.tracker.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+    def finish(self, state: str, reason: str | None = None, status: str | None = None) -> None:
+        client = self.tracker.client
+        tags = [RunTag("automl.state", state)] + ([RunTag("automl.fail_reason", reason)] if reason else [])
+        client.log_batch(self.run_id, tags=tags)
+        if self.history:
+            _log_learning_curves(client, self.run_id, self.history)
+        status = status or {"COMPLETE": "FINISHED", "PRUNED": "FINISHED"}.get(state, "FAILED")
+        client.set_terminated(self.run_id, status)
+
+
+def _log_learning_curves(client: MlflowClient, run_id: str, history: dict[str, list[float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for key in (metric, f"val_{metric}"):
+            if key in history:
+                ax.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    fig.tight_layout()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "learning_curves.png"
+        fig.savefig(path, dpi=80)
+        client.log_artifact(run_id, str(path))
+    plt.close(fig)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _now() -> int:
+    return int(time.time() * 1000)

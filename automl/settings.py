@@ -12,7 +12,8 @@ def storage_url(given: str | None) -> str:
 
 
 def tracking_uri(given: str | None) -> str:
-    return given or os.environ.get("AUTOML_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    env = os.environ.get("AUTOML_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI")
+    return given or env or DEFAULT_TRACKING_URI
 
 
 def out_dir(given: str | None) -> str:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
@@ -74,7 +73,6 @@ class Tracker:
         import keras
         import mlflow
         import mlflow.keras
-
         import numpy as np
         from mlflow.models import infer_signature
 

@@ -41,7 +41,8 @@ def load_study(folder, name):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(folder / "automl.journal"))))
+    storage = JournalStorage(JournalFileBackend(str(folder / "automl.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 @pytest.fixture(scope="module", params=["optuna", "keras-tuner"])
@@ -106,26 +107,29 @@ def test_trials_export_and_predict(searched, tmp_path):
     assert info["config"]["model"]["stages"] and info["versions"]["keras"]
     assert (out / "model.keras").is_file() and (out / "saved_model" / "saved_model.pb").is_file()
 
-    # raw digits as 8-bit images (0-16 scaled to 0-255 would change the pixels: keep digits' own 0-16)
+    # raw digits (0-16) as 8-bit PNGs: preprocessing is inside the model, so raw pixels go in
+    import keras
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = tmp_path / "images"
     images.mkdir()
-    for i in range(6):
-        Image.fromarray(digits.images[i].astype(np.uint8), mode="L").save(images / f"d{i}_{digits.target[i]}.png")
+    for i in range(30):
+        Image.fromarray(digits.images[i].astype(np.uint8), mode="L").save(images / f"d{i:02d}_{digits.target[i]}.png")
     np.savez(tmp_path / "few.npz", x=digits.images[:4].astype("float32"))
     lines = automl("predict", "--model", str(out), "--input", str(images), str(tmp_path / "few.npz"),
-                   str(images / "d0_0.png"), cwd=folder).stdout.splitlines()
+                   str(images / "d00_0.png"), cwd=folder).stdout.splitlines()
     records = [json.loads(line) for line in lines]
-    assert len(records) == 6 + 4 + 1
-    correct = sum(r["class"] == r["input"].split("_")[-1].removesuffix(".png") for r in records[:6])
-    assert correct >= 5
+    assert len(records) == 30 + 4 + 1
     assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-3 for r in records)
+    expected = np.argmax(keras.models.load_model(out / "model.keras").predict(
+        digits.images[:30].astype("float32")[..., None], verbose=0), axis=1)
+    assert [r["index"] for r in records[:30]] == expected.tolist()
+    assert [r["index"] for r in records[30:34]] == expected[:4].tolist()
+    correct = sum(r["class"] == r["input"].split("_")[-1].removesuffix(".png") for r in records[:30])
+    assert correct >= 25
 
     # the exported model predicts exactly as the trial's own model
-    import keras
-
     study = load_study(folder, "digits-search")
     best = max((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value)
     x = digits.images[:32].astype("float32")[..., None]
@@ -178,7 +182,7 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, write_spac
             learning_rate: {choice: [1.0e+30, 0.05]}
         """
     )
-    automl("search", "--space", str(space), "--trials", "2", "--sampler", "random", "--seed", "3",
+    automl("search", "--space", str(space), "--trials", "2", "--sampler", "random", "--seed", "0",
            "--pruner", "none", "--study", "nan", "--quiet", cwd=tmp_path)
     study = load_study(tmp_path, "nan")
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]

@@ -107,7 +107,8 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
                 raise kt.errors.FailedTrialError(outcome.reason)
             return {settings.objective: outcome.value}
 
-    kwargs = {"max_epochs": settings.epochs or 20} if settings.sampler == "hyperband" else {"max_trials": settings.trials}
+    hyperband = settings.sampler == "hyperband"
+    kwargs = {"max_epochs": settings.epochs or 20} if hyperband else {"max_trials": settings.trials}
     tuner = Tuner(
         objective=kt.Objective(settings.objective, direction),
         seed=settings.seed,

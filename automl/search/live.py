@@ -21,7 +21,8 @@ class Live:
 
     def trial_ended(self, number: int, state: str, value: float | None, seconds: float, reason: str = "") -> None:
         if value is not None and state == "COMPLETE":
-            better = self.best is None or (value > self.best[0] if self.direction == "maximize" else value < self.best[0])
+            maximize = self.direction == "maximize"
+            better = self.best is None or (value > self.best[0] if maximize else value < self.best[0])
             if better:
                 self.best = (value, number)
         shown = f" {self.objective} {value:.4f}" if value is not None else ""

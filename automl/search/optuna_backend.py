@@ -15,7 +15,7 @@ from automl.search.settings import SearchSettings
 from automl.search.strategies import make_pruner, make_sampler
 from automl.search.study import FINISHED, finished_count
 from automl.search.trial import run_trial, trial_attrs
-from automl.space import OptunaSuggester, SearchSpace
+from automl.space import DefaultSuggester, OptunaSuggester, SearchSpace
 from automl.tracking import Tracker
 
 
@@ -36,9 +36,13 @@ class FailureGuard:
 def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study: optuna.Study, tracker: Tracker,
              parent: str, live: Live) -> None:
     # A resumed search must not replay the seeded sampler's first suggestions.
-    study.sampler = make_sampler(settings.sampler, settings.seed + len(study.trials))
+    study.sampler = make_sampler(settings.sampler, settings.seed + len(study.trials), settings.trials)
     study.pruner = make_pruner(settings.pruner, settings.epochs)
     guard = FailureGuard(limit=max(5, settings.trials // 2))
+    if not study.trials:  # the space's default configuration is the first, known-reasonable trial
+        defaults = space.suggest_all(DefaultSuggester())
+        by_name = {p.name: p for p in space.params}
+        study.enqueue_trial({n: OptunaSuggester.stored_value(by_name[n], v) for n, v in defaults.items()})
 
     def objective(trial: optuna.Trial) -> float:
         start = time.perf_counter()

@@ -27,7 +27,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                 failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
             )
         except Exception as exc:  # SQLAlchemy reports bad URLs and unreachable servers in many ways
-            raise UserError(f"--storage {url}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            raise UserError(f"--storage {url}: cannot open ({reason})") from None
     if url.startswith("journal:") or url.endswith(".journal"):
         path = Path(url.removeprefix("journal:"))
         if not path.parent.exists():
@@ -44,4 +45,5 @@ def load_study(name: str, url: str) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise UserError(f"--study {name}: no such study in {url} (studies there: {', '.join(known) or 'none'})") from None
+        there = ", ".join(known) or "none"
+        raise UserError(f"--study {name}: no such study in {url} (studies there: {there})") from None

@@ -12,11 +12,14 @@ SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("hyperband", "median", "successive-halving", "none")
 
 
-def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int | None, trials: int = 100) -> optuna.samplers.BaseSampler:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if name == "tpe":  # multivariate + group model conditional spaces jointly per branch
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+        if name == "tpe":  # multivariate + group model conditional spaces jointly per branch; short
+            # searches get fewer random start-up trials than Optuna's 10, or TPE would never start
+            startup = min(10, max(3, trials // 4))
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, group=True,
+                                              constant_liar=True)
         if name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if name == "cmaes":  # categorical and conditional parameters fall back to random sampling

@@ -92,8 +92,12 @@ def run_trial(
             outcome = Outcome("COMPLETE", result.metrics[settings.objective], result=result)
         run.state, run.reason = outcome.state, outcome.reason
         seconds = time.perf_counter() - start
-        run.log_metrics({"trial_seconds": seconds, **({"fit_seconds": result.fit_seconds, **result.metrics}
-                                                        if outcome.result else {})})
+        summary = {"trial_seconds": seconds}
+        if outcome.result:  # the best epoch's values under best_*, so the per-epoch histories stay clean
+            r = outcome.result
+            summary.update(fit_seconds=r.fit_seconds, best_epoch=r.best_epoch, params=r.params,
+                           **{k if k.startswith("test_") else f"best_{k}": v for k, v in r.metrics.items()})
+        run.log_metrics(summary)
     live.trial_ended(number, outcome.state, outcome.value, time.perf_counter() - start, outcome.reason or "")
     return outcome
 

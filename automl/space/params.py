@@ -182,10 +182,21 @@ class OptunaSuggester:
             return self.trial.suggest_int(param.name, *spec.range, step=spec.step, log=spec.log)
         if param.kind == "float":
             return self.trial.suggest_float(param.name, *spec.range, step=spec.step, log=spec.log)
-        if all(c is None or isinstance(c, (bool, int, float, str)) for c in spec.choices):
+        if _optuna_primitive(spec.choices):
             return self.trial.suggest_categorical(param.name, spec.choices)
         # Optuna stores only primitive choices: suggest the option's label, map it back.
         by_label = {label(c): c for c in spec.choices}
         return by_label[self.trial.suggest_categorical(param.name, list(by_label))]
+
+    @staticmethod
+    def stored_value(param: Param, value: Any) -> Any:
+        """How Optuna stores ``value`` of ``param`` (e.g. to enqueue a known configuration)."""
+        if param.kind == "choice" and not _optuna_primitive(param.spec.choices):
+            return label(value)
+        return value
+
+
+def _optuna_primitive(choices: list[Any]) -> bool:
+    return all(c is None or isinstance(c, (bool, int, float, str)) for c in choices)
 
 

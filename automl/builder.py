@@ -29,6 +29,7 @@ def build_model(
         activation=m.activation,
         initializer=m.initializer,
         batch_norm=m.batch_norm,
+        batch_norm_momentum=m.batch_norm_momentum,
         conv_bias=m.conv_bias,
         l1=config.regularization.l1,
         l2=config.regularization.l2,

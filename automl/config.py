@@ -131,6 +131,9 @@ class ModelConfig(Strict):
     activation: Activation = "relu"
     initializer: Initializer = "he_normal"
     batch_norm: bool = True
+    # 0.9 (PyTorch's choice) rather than Keras' 0.99: short trials of a few hundred steps would
+    # otherwise validate with moving statistics still close to their initial values
+    batch_norm_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
     conv_bias: bool = False  # biases next to BN are redundant; reference VGG/ResNet keep them
     stem: list[StemConv] = []  # e.g. [{filters: 64, kernel_size: 7, strides: 2, pool: max}] for large images
     stages: Annotated[list[Stage], Field(min_length=1)]

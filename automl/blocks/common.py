@@ -16,6 +16,7 @@ class Context:
     activation: str = "relu"
     initializer: str = "he_normal"
     batch_norm: bool = True
+    batch_norm_momentum: float = 0.9
     conv_bias: bool = False
     l1: float = 0.0
     l2: float = 0.0
@@ -39,7 +40,9 @@ class Context:
         )(x)
 
     def norm(self, x, name: str):
-        return keras.layers.BatchNormalization(epsilon=1.001e-5, name=name)(x) if self.batch_norm else x
+        if not self.batch_norm:
+            return x
+        return keras.layers.BatchNormalization(momentum=self.batch_norm_momentum, epsilon=1.001e-5, name=name)(x)
 
     def act(self, x, name: str):
         return keras.layers.Activation(self.activation, name=name)(x)

@@ -43,3 +43,19 @@ def test_train_bad_input_exits_2_with_one_line(tmp_path, args, message):
     assert proc.returncode == 2
     lines = _error_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("automl: error: ") and message in lines[0]
+
+
+def test_train_on_a_folder_of_images_resized(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(12):
+            pixels = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / label / f"{i}.png")
+    proc = _automl("train", "--space", str(SPACES / "quick.yaml"), "--data", str(tmp_path / "images"),
+                   "--image-size", "8,8", "--epochs", "1", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "8x8x3, 2 classes" in proc.stdout

@@ -99,6 +99,10 @@ def test_trials_export_and_predict(searched, tmp_path):
     assert len(listing) >= 8 and {"number", "state", "value", "duration_s"} <= set(listing[0])
     csv = automl("trials", "--study", "digits-search", "--format", "csv", cwd=folder).stdout
     assert csv.splitlines()[0].startswith("number,state,value")
+    import automl as api  # the Python API reads the same study
+
+    frame = api.trials("digits-search", storage=f"journal:{folder}/automl.journal")
+    assert len(frame) == len(listing) and set(frame["state"]) <= {"COMPLETE", "PRUNED", "FAIL"}
 
     out = tmp_path / "best"
     automl("export", "--study", "digits-search", "--out", str(out), cwd=folder)

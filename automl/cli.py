@@ -13,44 +13,37 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 from automl.errors import SearchStopped, TrialFailed, UserError  # noqa: E402
 
 
-def _input_shape(text: str) -> tuple[int, int, int]:
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected H,W,C with positive integers (e.g. 32,32,3), got '{text}'")
-    return shape
+def _sizes(form: str, example: str):
+    """An argparse type for comma-separated positive integers such as H,W,C."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != form.count(",") + 1 or min(values) < 1:
+            raise argparse.ArgumentTypeError(f"expected {form} with positive integers (e.g. {example}), got '{text}'")
+        return values
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
-    return value
+def _positive(kind: type):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {'integer' if kind is int else 'number'}, "
+                                             f"got '{text}'")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
-    return value
-
-
-def _image_size(text: str) -> tuple[int, int]:
-    try:
-        size = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        size = ()
-    if len(size) != 2 or min(size) < 1:
-        raise argparse.ArgumentTypeError(f"expected H,W with positive integers (e.g. 64,64), got '{text}'")
-    return size
+_input_shape, _image_size = _sizes("H,W,C", "32,32,3"), _sizes("H,W", "64,64")
+_positive_int, _positive_float = _positive(int), _positive(float)
 
 
 def _data_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,1 @@
+"""The staged tuning recipe: the checks an expert runs before and between searches."""

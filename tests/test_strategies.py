@@ -1,0 +1,30 @@
+"""Samplers and pruners by name, as the CLI takes them."""
+
+import importlib.util
+
+import optuna
+import pytest
+
+from automl.errors import UserError
+from automl.search.strategies import PRUNERS, SAMPLERS, make_pruner, make_sampler
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_drives_a_study(name):
+    if name == "gp" and importlib.util.find_spec("torch") is None:
+        with pytest.raises(UserError, match="needs PyTorch"):
+            make_sampler(name, 0)
+        pytest.skip("Optuna's GP sampler needs PyTorch (the automl[gp] extra), not installed here")
+    study = optuna.create_study(sampler=make_sampler(name, 0, trials=8))
+    study.optimize(lambda t: (t.suggest_float("x", -1, 1) - 0.5) ** 2 + t.suggest_int("n", 1, 3), n_trials=6)
+    assert len(study.trials) == 6 and study.best_value < 3
+
+
+@pytest.mark.parametrize("name", PRUNERS)
+def test_every_pruner_builds(name):
+    assert isinstance(make_pruner(name, 5), optuna.pruners.BasePruner)
+
+
+def test_short_searches_start_tpe_early():
+    assert make_sampler("tpe", 0, trials=8)._n_startup_trials == 3
+    assert make_sampler("tpe", 0, trials=200)._n_startup_trials == 10

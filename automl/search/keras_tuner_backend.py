@@ -21,7 +21,7 @@ from automl.search.live import Live
 from automl.search.settings import SearchSettings
 from automl.search.study import finished_count
 from automl.search.trial import run_trial, trial_attrs
-from automl.space import Param, SearchSpace
+from automl.space import OptunaSuggester, Param, SearchSpace
 from automl.space.params import label
 from automl.tracking import Tracker
 
@@ -45,8 +45,8 @@ class KerasTunerSuggester:
             for c in param.conditions:
                 parent = self.by_name.get(c.path)
                 if parent is not None:  # conditions on fixed values need no scope
-                    values = list(c.values) if _primitive(parent.spec.choices if parent.kind == "choice" else [0]) \
-                        else [label(v) for v in c.values]
+                    labelled = parent.kind == "choice" and not _primitive(parent.spec.choices)
+                    values = [label(v) for v in c.values] if labelled else list(c.values)
                     scopes.enter_context(self.hp.conditional_scope(c.path, values))
             return self._value(param)
 
@@ -75,11 +75,8 @@ def optuna_trial(space: SearchSpace, values: dict[str, Any], value: float | None
         elif p.kind == "float":
             distributions[name] = FloatDistribution(*p.spec.range, log=p.spec.log, step=p.spec.step)
         else:
-            primitive = all(c is None or isinstance(c, (bool, int, float, str)) for c in p.spec.choices)
-            distributions[name] = CategoricalDistribution(p.spec.choices if primitive
-                                                          else [label(c) for c in p.spec.choices])
-            v = v if primitive else label(v)
-        params[name] = v
+            distributions[name] = CategoricalDistribution([OptunaSuggester.stored_value(p, c) for c in p.spec.choices])
+        params[name] = OptunaSuggester.stored_value(p, v)
     return optuna.trial.create_trial(params=params, distributions=distributions, value=value, state=state,
                                      user_attrs=attrs)
 

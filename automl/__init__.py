@@ -1,6 +1,6 @@
 """automl: search Keras CNN architectures and hyperparameters from YAML spaces, tracked in MLflow."""
 
-API = ("search", "trials", "export", "predict")
+API = ("search", "tune", "report", "trials", "export", "predict")
 
 
 def __getattr__(name: str):

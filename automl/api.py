@@ -24,6 +24,22 @@ def search(space: str, data: str = "digits", **options) -> optuna.Study:
     return run_search(SearchSettings(space=str(space), data=str(data), **options))
 
 
+def tune(space: str, data: str = "digits", **options) -> optuna.Study:
+    """Run (or resume) the staged tuning recipe; options are the fields of TuneSettings (budget, seed...).
+    Returns the tune's study, whose one trial is the final model."""
+    from automl.recipe.settings import TuneSettings
+    from automl.recipe.tune import run_tune
+
+    return run_tune(TuneSettings(space=str(space), data=str(data), **options))
+
+
+def report(study: str, out: str | Path | None = None, storage: str | None = None) -> Path:
+    """Write the report of tune ``study`` (.md with figures beside it, or one .html file)."""
+    from automl.recipe.report import write_report
+
+    return write_report(study, defaults.storage_url(storage), out or Path(defaults.out_dir(None)) / study / "report.md")
+
+
 def trials(study: str, storage: str | None = None):
     """All trials of a study as a pandas DataFrame."""
     from automl.search.results import trials_frame

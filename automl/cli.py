@@ -1,4 +1,5 @@
-"""The ``automl`` command. Exit codes: 0 ok, 1 unexpected, 2 bad usage or input, 130 interrupted."""
+"""The ``automl`` command. Exit codes: 0 ok, 1 unexpected, 2 bad usage or input, 3 the tune stopped on a
+diagnosis, 130 interrupted."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
-from automl.errors import SearchStopped, TrialFailed, UserError  # noqa: E402
+from automl.errors import RecipeStopped, SearchStopped, TrialFailed, UserError  # noqa: E402
+from automl.recipe.budget import STAGES  # noqa: E402
 
 
 def _sizes(form: str, example: str):
@@ -98,6 +100,31 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--seed", type=int, default=0)
     search.add_argument("--objective", choices=("val_accuracy", "val_loss"), default="val_accuracy")
     search.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+    tune = commands.add_parser("tune", parents=[common], help="tune a space stage by stage, as an expert would",
+                               description="Stages: sanity, overfit, lr_range, coarse, diagnose, refine, final. "
+                                           "Rerun the same command to resume; finished stages are skipped. "
+                                           "Exit code 3: a stage found a problem that more search cannot fix.")
+    tune.add_argument("--space", required=True, metavar="FILE")
+    _data_arguments(tune)
+    _store_arguments(tune)
+    tune.add_argument("--budget", type=_positive_float, default=300.0, metavar="SECONDS",
+                      help="wall clock for the whole tune, shared out across the stages (default 300)")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--sampler", default="tpe", metavar="NAME", help="tpe (default), random, cmaes, gp")
+    tune.add_argument("--pruner", default="hyperband", metavar="NAME",
+                      help="hyperband (default), median, successive-halving, none")
+    tune.add_argument("--objective", choices=("val_accuracy", "val_loss"), default="val_accuracy")
+    tune.add_argument("--coarse-epochs", type=_positive_int, default=3, metavar="N",
+                      help="epochs per coarse trial (default 3)")
+    tune.add_argument("--until", choices=STAGES, metavar="STAGE",
+                      help=f"stop after this stage ({', '.join(STAGES)}); e.g. lr_range runs the checks only")
+    tune.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+    report = commands.add_parser("report", parents=[common], help="write the report of a tune (.md or .html)")
+    report.add_argument("--study", required=True, metavar="NAME")
+    report.add_argument("--storage", metavar="URL")
+    report.add_argument("--out", metavar="FILE", help="default: automl-out/<study>/report.md")
 
     trials = commands.add_parser("trials", parents=[common], help="list a study's trials")
     trials.add_argument("--study", required=True, metavar="NAME")
@@ -207,6 +234,21 @@ def cmd_search(args) -> None:
            image_size=args.image_size, verbose=not args.quiet)
 
 
+def cmd_tune(args) -> None:
+    from automl.api import tune
+
+    tune(args.space, args.data, study=args.study, storage=args.storage, tracking_uri=args.tracking_uri,
+         out=args.out, budget=args.budget, seed=args.seed, sampler=args.sampler, pruner=args.pruner,
+         objective=args.objective, coarse_epochs=args.coarse_epochs, image_size=args.image_size, until=args.until,
+         verbose=not args.quiet)
+
+
+def cmd_report(args) -> None:
+    from automl.api import report
+
+    print(f"wrote {report(args.study, args.out, args.storage)}")
+
+
 def cmd_trials(args) -> None:
     from automl.api import trials
 
@@ -248,6 +290,8 @@ COMMANDS = {
     "params": cmd_params,
     "train": cmd_train,
     "search": cmd_search,
+    "tune": cmd_tune,
+    "report": cmd_report,
     "trials": cmd_trials,
     "export": cmd_export,
     "predict": cmd_predict,
@@ -264,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"automl: error: {exc}", file=sys.stderr)
         return 2
+    except RecipeStopped as exc:
+        print(f"automl: tune {exc}", file=sys.stderr)
+        return 3
     except (TrialFailed, SearchStopped) as exc:
         print(f"automl: {'training failed: ' if isinstance(exc, TrialFailed) else ''}{exc}", file=sys.stderr)
         return 1

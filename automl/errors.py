@@ -28,3 +28,11 @@ class TrialFailed(Exception):
 
 class SearchStopped(Exception):
     """A search stopped because trial after trial failed: the problem is not one configuration."""
+
+
+class RecipeStopped(Exception):
+    """The tuning recipe found a problem that more search cannot fix (e.g. labels without signal)."""
+
+    def __init__(self, stage: str, summary: str):
+        super().__init__(f"stopped at the {stage} stage: {summary}")
+        self.stage, self.summary = stage, summary

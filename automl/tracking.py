@@ -53,11 +53,14 @@ class Tracker:
 
     # --- parent runs ------------------------------------------------------------------
 
-    def open_parent(self, run_id: str | None, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-        """Reopen ``run_id`` (a resumed search) or start a new parent run; returns its id."""
+    def open_parent(self, run_id: str | None, name: str, params: dict[str, Any], tags: dict[str, str],
+                    nest_under: str | None = None) -> str:
+        """Reopen ``run_id`` (a resumed search) or start a new parent run, itself a child of
+        ``nest_under`` when given (a recipe stage under its tune); returns its id."""
         if run_id and self._exists(run_id):
             self.client.update_run(run_id, status="RUNNING")
         else:
+            tags = {**tags, PARENT_TAG: nest_under} if nest_under else tags
             run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
             self._log_params(run_id, params)
         return run_id
@@ -86,7 +89,7 @@ class Tracker:
         self.client.set_tag(run_id, "automl.best_trial", str(trial_number))
 
     def close_stale_children(self, parent_id: str, alive: Iterable[int]) -> int:
-        """Close as FAILED the RUNNING child runs whose trial is not running any more."""
+        """Close as FAILED the RUNNING child runs (trials, stages) whose trial is not running any more."""
         alive = {str(n) for n in alive}
         stale = self.client.search_runs(
             [self.experiment_id],
@@ -96,7 +99,7 @@ class Tracker:
         for run in stale:
             if run.data.tags.get("automl.trial") not in alive:
                 self.client.set_tag(run.info.run_id, "automl.state", "FAIL")
-                self.client.set_tag(run.info.run_id, "automl.fail_reason", "worker stopped before the trial ended")
+                self.client.set_tag(run.info.run_id, "automl.fail_reason", "the process stopped before this run ended")
                 self.client.set_terminated(run.info.run_id, "FAILED")
                 closed += 1
         return closed
@@ -166,25 +169,10 @@ class TrialRun:
 
 
 def _log_learning_curves(client: MlflowClient, run_id: str, history: dict[str, list[float]]) -> None:
-    import matplotlib
+    from automl import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        for key in (metric, f"val_{metric}"):
-            if key in history:
-                ax.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)
-        ax.set_xlabel("epoch")
-        ax.set_title(metric)
-        ax.legend()
-    fig.tight_layout()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "learning_curves.png"
-        fig.savefig(path, dpi=80)
-        client.log_artifact(run_id, str(path))
-    plt.close(fig)
+        client.log_artifact(run_id, str(plots.save(plots.learning_curves(history), Path(tmp) / "learning_curves.png")))
 
 
 def _is_number(value: Any) -> bool:

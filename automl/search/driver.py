@@ -1,7 +1,7 @@
 """Run a search: the steps both backends share around their own trial loop.
 
 check the space -> load data -> open the study -> reopen the MLflow parent run -> run trials
-until the study holds ``trials`` finished ones -> close every run -> summarise.
+until the study holds ``trials`` finished ones (or the timeout) -> close every run -> summarise.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 
 import optuna
 
-from automl.data import load_dataset
+from automl.data import Dataset, load_dataset
 from automl.search.live import Live
 from automl.search.results import best_trial, print_top_trials
 from automl.search.settings import SearchSettings
@@ -22,23 +22,28 @@ from automl.tracking import Tracker, flatten
 PARENT_ATTR = "mlflow_parent_run_id"
 
 
-def run_search(settings: SearchSettings) -> optuna.Study:
+def run_search(settings: SearchSettings, data: Dataset | None = None) -> optuna.Study:
+    """Run or resume the search; ``data``, when given, is ``settings.data`` already loaded."""
     space = SearchSpace.load(settings.space)
-    data = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
+    data = data or load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
     study = open_study(settings, data)
     live = Live(settings.trials, settings.objective, settings.direction, settings.verbose)
     done = finished_count(study)
-    live.say(f"study {settings.study}: {done}/{settings.trials} trials finished; data {data.describe()}")
-    if done >= settings.trials:
+    target = f"/{settings.trials}" if settings.trials else ""
+    live.say(f"study {settings.study}: {done}{target} trials finished; data {data.describe()}")
+    if settings.trials is not None and done >= settings.trials:
         print_top_trials(study, live)
         return study
 
-    tracker = Tracker(settings.tracking_uri, settings.study)
+    tracker = Tracker(settings.tracking_uri, settings.experiment)
+    skipped = ("verbose", "first_trials", "nest_under", "run_tags")
     parent = tracker.open_parent(
         study.user_attrs.get(PARENT_ATTR),
-        name=f"search-{settings.backend}",
-        params={k: v for k, v in flatten(vars(settings)).items() if k not in ("verbose",)},
-        tags={"automl.backend": settings.backend, "automl.kind": "search"},
+        name=settings.run_name or f"search-{settings.backend}",
+        params={k: v for k, v in flatten(vars(settings)).items() if k.split(".")[0] not in skipped},
+        tags={"automl.backend": settings.backend, "automl.kind": "search", "automl.study": settings.study,
+              **settings.run_tags},
+        nest_under=settings.nest_under,
     )
     study.set_user_attr(PARENT_ATTR, parent)
     running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
@@ -51,7 +56,7 @@ def run_search(settings: SearchSettings) -> optuna.Study:
         else:
             from automl.search.keras_tuner_backend import optimize
         optimize(settings, space, data, study, tracker, parent, live)
-        if (best := best_trial(study)) is not None:
+        if settings.log_model and (best := best_trial(study)) is not None:
             tracker.log_best_model(parent, best.user_attrs["model_path"], best.number)
         status = "FINISHED"
     except Exception:

@@ -8,7 +8,7 @@ from automl.training.progress import EpochPrinter
 
 
 class Live:
-    def __init__(self, target: int, objective: str, direction: str, enabled: bool = True):
+    def __init__(self, target: int | None, objective: str, direction: str, enabled: bool = True):
         self.target, self.objective, self.direction, self.enabled = target, objective, direction, enabled
         self.best: tuple[float, int] | None = None
 
@@ -17,7 +17,8 @@ class Live:
             print(text, flush=True)
 
     def trial_started(self, number: int, finished: int, summary: str) -> None:
-        self.say(f"trial {number} ({finished}/{self.target} finished): {summary}")
+        target = f"/{self.target}" if self.target else ""
+        self.say(f"trial {number} ({finished}{target} finished): {summary}")
 
     def trial_ended(self, number: int, state: str, value: float | None, seconds: float, reason: str = "") -> None:
         if value is not None and state == "COMPLETE":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import keras
 import optuna
 from optuna.study import MaxTrialsCallback
 from optuna_integration import KerasPruningCallback
@@ -17,6 +18,21 @@ from automl.search.study import FINISHED, finished_count
 from automl.search.trial import run_trial, trial_attrs
 from automl.space import DefaultSuggester, OptunaSuggester, SearchSpace
 from automl.tracking import Tracker
+
+COMPLETE = optuna.trial.TrialState.COMPLETE
+
+
+class TimeUp(keras.callbacks.Callback):
+    """Prunes the running trial once the search's timeout has passed (Optuna's own timeout only
+    keeps new trials from starting), unless no trial has completed yet: a search returns a model."""
+
+    def __init__(self, study: optuna.Study, deadline: float):
+        super().__init__()
+        self.study, self.deadline = study, deadline
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.perf_counter() > self.deadline and self.study.get_trials(deepcopy=False, states=(COMPLETE,)):
+            raise optuna.TrialPruned(f"the search's time ran out after epoch {epoch + 1}")
 
 
 class FailureGuard:
@@ -36,19 +52,23 @@ class FailureGuard:
 def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study: optuna.Study, tracker: Tracker,
              parent: str, live: Live) -> None:
     # A resumed search must not replay the seeded sampler's first suggestions.
-    study.sampler = make_sampler(settings.sampler, settings.seed + len(study.trials), settings.trials)
+    expected = settings.trials or 100  # a search bounded by time only: plan for many trials
+    study.sampler = make_sampler(settings.sampler, settings.seed + len(study.trials), expected)
     study.pruner = make_pruner(settings.pruner, settings.epochs)
-    guard = FailureGuard(limit=max(5, settings.trials // 2))
-    if not study.trials:  # the space's default configuration is the first, known-reasonable trial
-        defaults = space.suggest_all(DefaultSuggester())
+    guard = FailureGuard(limit=max(5, expected // 2) if settings.trials else 5)
+    if not study.trials:  # known-reasonable first trials: the space's default configuration, or given ones
         by_name = {p.name: p for p in space.params}
-        study.enqueue_trial({n: OptunaSuggester.stored_value(by_name[n], v) for n, v in defaults.items()})
+        for values in settings.first_trials or [space.suggest_all(DefaultSuggester())]:
+            study.enqueue_trial({n: OptunaSuggester.stored_value(by_name[n], v) for n, v in values.items()})
+
+    deadline = time.perf_counter() + settings.timeout if settings.timeout else None
 
     def objective(trial: optuna.Trial) -> float:
         start = time.perf_counter()
         config = space.sample(OptunaSuggester(trial))
         trial.set_user_attr("config", config)
         pruning = [KerasPruningCallback(trial, settings.objective)] if settings.pruner != "none" else []
+        pruning += [TimeUp(study, deadline)] if deadline else []
         outcome = run_trial(settings, data, trial.number, config, tracker, parent, live,
                             finished=finished_count(study), pruning=pruning, pruned_errors=(optuna.TrialPruned,))
         for key, value in trial_attrs(settings, trial.number, outcome, time.perf_counter() - start).items():
@@ -62,7 +82,7 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
     study.optimize(
         objective,
         timeout=settings.timeout,
-        callbacks=[MaxTrialsCallback(settings.trials, states=FINISHED), guard],
+        callbacks=[MaxTrialsCallback(settings.trials, states=FINISHED), guard] if settings.trials else [guard],
         catch=(TrialFailedInStudy,),
         gc_after_trial=True,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from automl import settings as defaults
@@ -21,13 +21,22 @@ class SearchSettings:
     backend: str = "optuna"
     sampler: str | None = None  # default per backend: tpe (optuna), bayesian (keras-tuner)
     pruner: str = "hyperband"
-    trials: int = 20
+    trials: int | None = 20  # None: until the timeout (the recipe's searches)
     timeout: float | None = None
     epochs: int | None = None  # per trial; default: each configuration's training.epochs
     seed: int = 0
     objective: str = "val_accuracy"
     image_size: tuple[int, int] | None = None
     verbose: bool = True
+    # How a recipe stage runs a search (automl tune): the MLflow experiment and run to nest
+    # under, the parent run's name and tags, whether to log the best model there, and the
+    # parameter values of the first trials (default: the space's default configuration).
+    experiment: str | None = None  # default: the study name
+    nest_under: str | None = None
+    run_name: str | None = None
+    run_tags: dict[str, str] = field(default_factory=dict)
+    log_model: bool = True
+    first_trials: list[dict] | None = None
 
     def __post_init__(self):
         self.storage = defaults.storage_url(self.storage)
@@ -35,6 +44,8 @@ class SearchSettings:
         self.out = defaults.out_dir(self.out)
         if self.study is None:
             self.study = f"{Path(self.space).stem}-{Path(self.data).stem}"
+        if self.experiment is None:
+            self.experiment = self.study
         if self.sampler is None:
             self.sampler = "tpe" if self.backend == "optuna" else "bayesian"
 

@@ -17,18 +17,18 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def open_study(settings: SearchSettings, data: Dataset) -> optuna.Study:
-    """Create the study, or load it when it exists and was made for the same space and data."""
-    storage = open_storage(settings.storage)
+    """Create the search's study, or load it when it exists and was made for the same space and data."""
+    expected = {"space": settings.space, "data": settings.data, "objective": settings.objective,
+                "backend": settings.backend}
+    return open_named_study(settings.study, settings.storage, settings.direction, expected, data)
+
+
+def open_named_study(name: str, storage_url: str, direction: str, expected: dict, data: Dataset) -> optuna.Study:
+    """Create study ``name`` with ``expected`` and the data's description as user attributes, or
+    load it when those match (a study is resumed only with the settings it was made with)."""
+    storage = open_storage(storage_url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=settings.study, storage=storage, direction=settings.direction, load_if_exists=True
-    )
-    expected = {
-        "space": settings.space,
-        "data": settings.data,
-        "objective": settings.objective,
-        "backend": settings.backend,
-    }
+    study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True)
     attrs = study.user_attrs
     if "space" not in attrs:
         for key, value in {
@@ -43,7 +43,7 @@ def open_study(settings: SearchSettings, data: Dataset) -> optuna.Study:
     for key, value in expected.items():
         if attrs.get(key) != value:
             raise UserError(
-                f"--study {settings.study}: this study was made with {key} {attrs.get(key)!r}, not {value!r}; "
+                f"--study {name}: this study was made with {key} {attrs.get(key)!r}, not {value!r}; "
                 f"resume it with the same settings or choose another --study"
             )
     return study

@@ -27,6 +27,7 @@ class Outcome:
     reason: str | None = None
     result: TrialResult | None = None
     pruned: BaseException | None = None  # the backend's own pruning signal, re-raised by the backend
+    run_id: str | None = None  # the trial's MLflow run
 
 
 class MlflowEpochs(keras.callbacks.Callback):
@@ -90,7 +91,7 @@ def run_trial(
             path.parent.mkdir(parents=True, exist_ok=True)
             result.model.save(path)
             outcome = Outcome("COMPLETE", result.metrics[settings.objective], result=result)
-        run.state, run.reason = outcome.state, outcome.reason
+        run.state, run.reason, outcome.run_id = outcome.state, outcome.reason, run.run_id
         seconds = time.perf_counter() - start
         summary = {"trial_seconds": seconds}
         if outcome.result:  # the best epoch's values under best_*, so the per-epoch histories stay clean
@@ -104,12 +105,13 @@ def run_trial(
 
 def trial_attrs(settings: SearchSettings, number: int, outcome: Outcome, seconds: float) -> dict:
     """What a study keeps of a trial for export and `automl trials`."""
-    attrs = {"trial_seconds": round(seconds, 3)}
+    attrs = {"trial_seconds": round(seconds, 3), "mlflow_run_id": outcome.run_id}
     if outcome.reason:
         attrs["fail_reason"] = outcome.reason
     if outcome.result is not None:
         r = outcome.result
         attrs.update(model_path=str(settings.trial_dir(number) / "model.keras"), metrics=r.metrics,
                      best_epoch=r.best_epoch, params=r.params, fit_seconds=round(r.fit_seconds, 3),
-                     epochs_run=len(r.history.get("loss", [])))
+                     epochs_run=len(r.history.get("loss", [])),
+                     history={k: [round(v, 5) for v in vals] for k, vals in r.history.items()})
     return attrs

@@ -140,6 +140,20 @@ class Param:
             return list(self.spec.choices)
         return [self.spec.range[0], self.spec.range[1]]
 
+    def node(self, **changes: Any) -> dict:
+        """This parameter as a space-file spec (conditions kept), with ``changes`` such as
+        ``range=[a, b]``, ``choices=[...]`` or ``default=v``: how the recipe rewrites a space."""
+        spec = {**self.spec.model_dump(exclude_none=True), **changes}
+        key = "choices" if self.kind == "choice" else "range"
+        node = {self.kind: list(spec.pop(key)), **spec}
+        if self.kind == "float" and node.get("step") is None:
+            node.pop("step", None)
+        if not node.get("log", True):
+            node.pop("log")
+        if self.kind == "int" and node.get("step") == 1:
+            node.pop("step")
+        return node
+
     def describe(self) -> str:
         if self.kind == "choice":
             return f"one of {self.spec.choices}"

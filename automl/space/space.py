@@ -9,6 +9,7 @@ stage's family; ``training.optimizer.name`` works from anywhere).
 
 from __future__ import annotations
 
+import copy
 import graphlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
+import yaml
 
 from automl.config import TrialConfig
 from automl.errors import SpaceError
@@ -62,7 +64,9 @@ class _Mapping:
 class _Parsed:
     specs: dict[str, tuple[str, Any, tuple]] = field(default_factory=dict)  # name -> kind, spec, path
     fixed: dict[str, Any] = field(default_factory=dict)
+    fixed_paths: dict[str, tuple] = field(default_factory=dict)
     mappings: list[tuple[tuple, _Mapping]] = field(default_factory=list)  # conditional ones
+    whens: list[tuple[tuple, dict, tuple]] = field(default_factory=list)  # node path, when as written, resolved
 
 
 class SearchSpace:
@@ -70,6 +74,7 @@ class SearchSpace:
 
     def __init__(self, tree: dict, lines: dict[tuple, int], file: str = "<space>"):
         self.file = file
+        self._raw = copy.deepcopy(tree)
         self._lines = lines
         self._parsed = _Parsed()
         self._tree = self._parse(tree, ())
@@ -107,6 +112,48 @@ class SearchSpace:
         """
         return self._build(self._tree, (), (), values, origins)
 
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self._raw, sort_keys=False)
+
+    def rewritten(self, changes: dict[str, Any], file: str) -> SearchSpace:
+        """A copy of this space with nodes replaced, as the tuning recipe narrows and widens it.
+
+        ``changes`` maps a dotted configuration path (a parameter, a fixed value or a new key) to
+        its new node: a parameter spec (see ``Param.node``) or a fixed value. Where a change
+        removes values that a ``when`` names, the condition keeps the remaining ones, and a node
+        whose condition can no longer hold is dropped. The result is checked like a loaded file.
+        """
+        tree = copy.deepcopy(self._raw)
+        allows = {}
+        for name, node in changes.items():
+            path = self._path_of(name)
+            _put(tree, path, node)
+            if isinstance(node, dict) and any(k in node for k in SPEC_KINDS):
+                kind, spec = self._parse_spec(node, path)
+                allows[name] = Param(name, kind, spec, (), 0).contains
+            else:
+                allows[name] = lambda value, fixed=node: label(value) == label(fixed)
+        dropped = []
+        for path, when, conditions in self._parsed.whens:
+            for key, condition in zip(when, conditions, strict=True):
+                if condition.path in allows and _exists(tree, path):
+                    kept = [v for v in condition.values if allows[condition.path](v)]
+                    if not kept:
+                        dropped.append(path)
+                        break
+                    _get(tree, path)["when"][key] = kept if len(kept) > 1 else kept[0]
+        for path in sorted(set(dropped), reverse=True):  # inner and later nodes first: indices stay valid
+            if _exists(tree, path):
+                del _get(tree, path[:-1])[path[-1]]
+        return SearchSpace(tree, {}, file)
+
+    def _path_of(self, name: str) -> tuple:
+        if name in self._parsed.specs:
+            return self._parsed.specs[name][2]
+        if name in self._parsed.fixed_paths:
+            return self._parsed.fixed_paths[name]
+        return tuple(int(part) if part.isdigit() else part for part in name.split("."))
+
     # --- parsing ------------------------------------------------------------------------
 
     def _line(self, path: tuple) -> int | None:
@@ -130,6 +177,7 @@ class SearchSpace:
         if isinstance(node, list):
             return [self._parse(item, path + (i,)) for i, item in enumerate(node)]
         self._parsed.fixed[_dotted(path)] = node
+        self._parsed.fixed_paths[_dotted(path)] = path
         return _Fixed(node)
 
     def _check_when(self, when: Any, path: tuple) -> dict:
@@ -181,10 +229,13 @@ class SearchSpace:
     def _make_params(self) -> list[Param]:
         for path, mapping in self._parsed.mappings:
             mapping.conditions = self._conditions(path, mapping.when)
+            self._parsed.whens.append((path, mapping.when, mapping.conditions))
         params = []
         for name, (kind, spec, path) in self._parsed.specs.items():
             inherited = tuple(c for p, m in self._parsed.mappings if path[: len(p)] == p for c in m.conditions)
             own = self._conditions(path, spec.when) if spec.when else ()
+            if own:
+                self._parsed.whens.append((path, spec.when, own))
             params.append(Param(name, kind, spec, inherited + own, self._lines.get(path, 0)))
         by_name = {p.name: p for p in params}
         for p in params:
@@ -285,6 +336,30 @@ class SearchSpace:
         if changed:
             msg += f" (with {', '.join(changed[:3])})"
         return self._error(space_path, msg)
+
+
+def _get(tree: Any, path: tuple) -> Any:
+    for part in path:
+        tree = tree[part]
+    return tree
+
+
+def _exists(tree: Any, path: tuple) -> bool:
+    try:
+        _get(tree, path)
+    except (KeyError, IndexError, TypeError):
+        return False
+    return True
+
+
+def _put(tree: dict, path: tuple, node: Any) -> None:
+    """Set the node at ``path``, making the mappings on the way where they are missing."""
+    for part in path[:-1]:
+        if isinstance(tree, dict):
+            tree = tree.setdefault(part, {})
+        else:
+            tree = tree[part]
+    tree[path[-1]] = node
 
 
 def _dependency_order(params: list[Param], error: Callable[[str, str], SpaceError]) -> list[Param]:

@@ -1,0 +1,53 @@
+"""The final model: the best configuration retrained on train + validation.
+
+A stratified tenth of that is held out for early stopping (the test split stays untouched
+until the single evaluation at the end), and training stops before the stage's time runs out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+
+from automl.config import TrialConfig
+from automl.data import Dataset
+from automl.data.dataset import holdout
+from automl.training.fit import TrialResult, fit
+
+HELD_OUT = 0.1
+
+
+class Deadline(keras.callbacks.Callback):
+    """Stops training when another epoch like the last one would not fit in ``seconds``
+    (the first epoch, which includes tracing, runs whatever the budget)."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_train_begin(self, logs=None):
+        self.start = self.epoch_start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        if now - self.start + (now - self.epoch_start) > self.seconds:
+            self.model.stop_training = True
+
+
+def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: float, seed: int, objective: str,
+                callbacks: list[keras.callbacks.Callback]) -> TrialResult:
+    x = np.concatenate([data.x_train, data.x_val])
+    y = np.concatenate([data.y_train, data.y_val])
+    x_fit, x_held, y_fit, y_held = holdout(x, y, HELD_OUT, seed)
+    joined = dataclasses.replace(data, x_train=x_fit, y_train=y_fit, x_val=x_held, y_val=y_held)
+    settings = config.model_dump()
+    if settings["training"]["early_stopping"] is None:  # the configuration's own patience wins
+        settings["training"]["early_stopping"] = {"patience": max(3, epochs // 4)}
+    return fit(TrialConfig.model_validate(settings), joined, epochs=epochs, seed=seed, objective=objective,
+               callbacks=[*callbacks, Deadline(seconds)])

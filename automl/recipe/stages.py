@@ -1,0 +1,270 @@
+"""The seven stages of the recipe, each ``(tune, seconds) -> StageResult``, in the order they run.
+
+The checks train the space's default configuration; the searches go through ``run_search``
+like ``automl search``, on spaces the earlier stages rewrote (written under the tune's folder
+and logged to the stage's run, so every change can be read and rerun).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+from mlflow.entities import Metric
+
+from automl import plots
+from automl.config import TrialConfig
+from automl.errors import SpaceError
+from automl.export import export_study
+from automl.recipe import adjust
+from automl.recipe.checks import Finding, check_initial_loss, check_overfit, lr_range_test
+from automl.recipe.final import train_final
+from automl.recipe.tune import StageResult, Tune
+from automl.search.driver import PARENT_ATTR, run_search
+from automl.search.results import best_trial
+from automl.search.settings import SearchSettings
+from automl.search.storage import load_study
+from automl.search.trial import MlflowEpochs, describe
+from automl.space import FixedSuggester, SearchSpace
+from automl.space.params import label
+from automl.training.progress import EpochPrinter
+
+OPTIMIZER = "training.optimizer.name"
+MAX_SWEEPS = 4  # LR range tests per tune: one per optimizer the space offers, the default first
+TOP = 3  # coarse trials whose curves are read and around which the refine space is narrowed
+
+
+def _result(finding: Finding, **extra) -> StageResult:
+    return StageResult(finding.ok, finding.verdict, finding.summary, measured=finding.measured, **extra)
+
+
+def _default_config(tune: Tune, **values) -> TrialConfig:
+    return TrialConfig.model_validate(tune.space.sample(FixedSuggester(values)))
+
+
+def sanity(tune: Tune, seconds: float) -> StageResult:
+    return _result(check_initial_loss(_default_config(tune), tune.data, seed=tune.settings.seed))
+
+
+def overfit(tune: Tune, seconds: float) -> StageResult:
+    """Memorize a few batches at the default LR; when that diverges (or crawls), try the end of
+    the space's LR range in the helpful direction before calling the setup broken."""
+    config = _default_config(tune)
+    finding = check_overfit(config, tune.data, seed=tune.settings.seed)
+    lr_param = next((p for p in tune.space.params if p.name == adjust.LR and p.kind == "float"), None)
+    if finding.ok or finding.verdict not in ("diverged", "lr_too_low") or lr_param is None:
+        return _result(finding)
+    lr = config.training.optimizer.learning_rate
+    end = lr_param.spec.range[0 if finding.verdict == "diverged" else 1]
+    if math.isclose(end, lr):
+        retry = finding
+    else:
+        retry = check_overfit(_default_config(tune, **{adjust.LR: end}), tune.data, seed=tune.settings.seed)
+    if retry.ok:
+        return StageResult(True, "healthy", f"At the default LR {lr:g}: {finding.summary} At {end:g}: {retry.summary}",
+                           changes=["the LR range test picks the learning rate"], measured=retry.measured)
+    direction = "lowest" if finding.verdict == "diverged" else "highest"
+    fix = "lower" if finding.verdict == "diverged" else "raise"
+    return StageResult(False, finding.verdict, f"{finding.summary} The {direction} learning rate the space allows, "
+                       f"{end:g}, fails too ({retry.verdict}): {fix} the learning-rate range of {tune.settings.space}.",
+                       measured=finding.measured)
+
+
+def lr_range(tune: Tune, seconds: float) -> StageResult:
+    """Sweep the LR for each optimizer the space offers; later stages search the union of the bands."""
+    param = next((p for p in tune.space.params if p.name == OPTIMIZER), None)
+    default = _default_config(tune).training.optimizer.name
+    names = [default] + [c for c in (param.spec.choices if param else []) if c != default]
+    sweeps, curves = {}, {}
+    for name in names[:MAX_SWEEPS]:
+        config = _default_config(tune, **({OPTIMIZER: name} if param else {}))
+        sweeps[name] = sweep = lr_range_test(config, tune.data, seed=tune.settings.seed)
+        curves[name] = {"lr": _rounded(sweep.learning_rates), "loss": _rounded(sweep.losses),
+                        "suggested": sweep.suggested, "band": list(sweep.band), "ok": sweep.finding.ok}
+        tune.say(f"  {name}: {sweep.finding.summary}")
+    found = [s for s in sweeps.values() if s.finding.ok]
+    path = tune.settings.folder / "spaces" / "coarse.yaml"
+    if found:
+        band = (min(s.band[0] for s in found), max(s.band[1] for s in found))
+        changes, notes = adjust.narrow_lr(tune.space, band, sweeps[default].suggested if sweeps[default].finding.ok
+                                          else found[0].suggested)
+        coarse = tune.space.rewritten(changes, str(path))
+        summary = " ".join(f"{name}: {s.finding.summary}" for name, s in sweeps.items())
+        verdict = "healthy"
+    else:
+        coarse, notes, verdict = tune.space, ["learning rate: the space's own range (no band found)"], "no_decrease"
+        summary = "No sweep found a rate where the loss falls; the coarse search keeps the space's LR range."
+    _write_space(tune, coarse, path, "lr_range")
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = plots.save(plots.lr_range(curves), Path(tmp) / "lr_range.png")
+        tune.tracker.client.log_artifact(tune.stage_run, str(plot))
+    first = sweeps[default].finding.measured
+    return StageResult(True, verdict, summary, changes=notes, measured=first,
+                       outputs={"space": str(path), "curves": curves})
+
+
+def coarse(tune: Tune, seconds: float) -> StageResult:
+    """Many short trials over the whole space, LR narrowed, pruning on."""
+    epochs = min(tune.settings.coarse_epochs, _default_config(tune).training.epochs)
+    study = run_search(_search_settings(tune, "coarse", tune.output("lr_range", "space"), epochs, seconds),
+                       tune.data)
+    return _search_result(tune, study, epochs)
+
+
+def diagnose(tune: Tune, seconds: float) -> StageResult:
+    """Read the curves of the best coarse trials; narrow the space around them, widen what they lack."""
+    coarse_study = load_study(tune.output("coarse", "study"), tune.settings.storage)
+    top = _top_trials(coarse_study)
+    verdicts = {}
+    for trial in top:
+        verdict, why = adjust.diagnose_curves(trial.user_attrs.get("history", {}))
+        verdicts[trial.number] = {"verdict": verdict, "why": why, "value": trial.value}
+        if trial.user_attrs.get("mlflow_run_id"):
+            tune.tracker.client.set_tag(trial.user_attrs["mlflow_run_id"], "automl.diagnosis", verdict)
+            tune.tracker.client.set_tag(trial.user_attrs["mlflow_run_id"], "automl.diagnosis_why", why)
+    verdict = adjust.overall_verdict([v["verdict"] for v in verdicts.values()])
+    space = SearchSpace.load(tune.output("lr_range", "space"))
+    values = [_values(space, t.params) for t in top]
+    narrowed, widened, notes = adjust.refine_changes(space, values, verdict)
+    path = tune.settings.folder / "spaces" / "refine.yaml"
+    try:
+        refine = space.rewritten({**narrowed, **widened}, str(path))
+    except SpaceError as exc:  # a widening the blocks cannot build: refine the narrowed space alone
+        refine = space.rewritten(narrowed, str(path))
+        notes = [n for n in notes if n.split(":")[0] not in widened] + [f"no widening: {exc.message}"]
+    _write_space(tune, refine, path, "diagnose")
+    coarse_epochs = tune.output("coarse", "epochs")
+    epochs = min(3 * coarse_epochs, _default_config(tune).training.epochs)
+    if verdict == "underfit":
+        epochs *= 2
+        notes.append(f"epochs: refine trains {epochs} epochs per trial, twice the plan, against underfitting")
+    else:
+        notes.append(f"epochs: refine trains {epochs} epochs per trial")
+    readings = "; ".join(f"trial {n} {v['verdict']} ({v['why']})" for n, v in verdicts.items())
+    summary = (f"The {len(top)} best coarse trials read {readings}. Verdict: {verdict}. The refine search is seeded "
+               f"with them and narrowed around them.")
+    return StageResult(True, verdict, summary, changes=notes, outputs={
+        "space": str(path), "epochs": epochs, "verdicts": {str(k): v for k, v in verdicts.items()},
+        "first_trials": values})
+
+
+def refine(tune: Tune, seconds: float) -> StageResult:
+    """Longer trials in the narrowed space, seeded with the best coarse configurations."""
+    epochs = tune.output("diagnose", "epochs")
+    settings = _search_settings(tune, "refine", tune.output("diagnose", "space"), epochs, seconds)
+    settings.first_trials = tune.output("diagnose", "first_trials")
+    return _search_result(tune, run_search(settings, tune.data), epochs)
+
+
+def final(tune: Tune, seconds: float) -> StageResult:
+    """Retrain the best configuration on train + validation, early-stopped on a held-out part;
+    evaluate once on the test split; export it as ``automl export`` does."""
+    s = tune.settings
+    candidates = [best_trial(load_study(tune.output(stage, "study"), s.storage)) for stage in ("refine", "coarse")]
+    best = next(t for t in candidates if t is not None)
+    config = TrialConfig.model_validate(best.user_attrs["config"])
+    epochs = max(config.training.epochs, tune.output("diagnose", "epochs"))
+    tune.say(f"final: {describe(config)}, up to {epochs} epochs on train + validation")
+    run = _StageEpochs(tune)
+    result = train_final(config, tune.data, epochs=epochs, seconds=seconds, seed=s.seed, objective=s.objective,
+                         callbacks=[MlflowEpochs(run), *([EpochPrinter(epochs, "  ")] if s.verbose else [])])
+    model_path = s.folder / "final" / "model.keras"
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    result.model.save(model_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        curves = plots.save(plots.learning_curves(result.history, "final"), Path(tmp) / "learning_curves.png")
+        tune.tracker.client.log_artifact(tune.stage_run, str(curves))
+    epochs_run = len(result.history["loss"])
+    trial = optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=result.metrics[s.objective],
+                                      user_attrs={"config": best.user_attrs["config"], "model_path": str(model_path),
+                                                  "metrics": result.metrics, "best_epoch": result.best_epoch,
+                                                  "params": result.params, "epochs_run": epochs_run,
+                                                  "history": result.history, "source_trial": best.number,
+                                                  "mlflow_run_id": tune.stage_run})
+    tune.study.add_trial(trial)
+    exported = export_study(s.study, s.storage, s.folder / "model")
+    tune.tracker.log_best_model(tune.stage_run, str(model_path), best.number)
+    tests = {k: v for k, v in result.metrics.items() if k.startswith("test_")}
+    test = f"test accuracy {tests['test_accuracy']:.4f}" if "test_accuracy" in tests else "no test split"
+    summary = (f"Trained trial {best.number}'s configuration ({result.params:,} params) for {epochs_run} of "
+               f"{epochs} epochs, best at epoch {result.best_epoch} on the held-out part "
+               f"({s.objective} {result.metrics[s.objective]:.4f}); {test}.")
+    return StageResult(True, "healthy", summary, changes=[f"exported to {exported}/"],
+                       measured={**result.metrics, "epochs_run": epochs_run, "best_epoch": result.best_epoch},
+                       outputs={"export": str(exported), "model_path": str(model_path), "source_trial": best.number})
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+class _StageEpochs:
+    """The final stage's run as MlflowEpochs expects a trial's: per-epoch metrics."""
+
+    def __init__(self, tune: Tune):
+        self.client, self.run_id = tune.tracker.client, tune.stage_run
+
+    def log_epoch(self, epoch: int, logs: dict) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in logs.items()
+                                                    if isinstance(v, (int, float))])
+
+
+def _search_settings(tune: Tune, stage: str, space: str, epochs: int, seconds: float) -> SearchSettings:
+    s = tune.settings
+    return SearchSettings(space=space, data=s.data, study=f"{s.study}/{stage}", storage=s.storage,
+                          tracking_uri=s.tracking_uri, out=s.out, sampler=s.sampler, pruner=s.pruner, trials=None,
+                          timeout=max(seconds, 1.0), epochs=epochs, seed=s.seed, objective=s.objective,
+                          image_size=s.image_size, verbose=s.verbose, experiment=s.study, nest_under=tune.top,
+                          run_name=stage, run_tags={"automl.stage": stage}, log_model=False)
+
+
+def _search_result(tune: Tune, study: optuna.Study, epochs: int) -> StageResult:
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    counts = {state.lower(): states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL")}
+    best = best_trial(study)
+    outputs = {"study": study.study_name, "epochs": epochs}
+    run_id = study.user_attrs[PARENT_ATTR]
+    tally = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    if best is None:
+        return StageResult(False, "no_complete_trial", f"{len(states)} trials ({tally}) and none completed: see the "
+                           f"failure reasons with automl trials --study {study.study_name}.", measured=counts,
+                           outputs=outputs, run_id=run_id)
+    objective = tune.settings.objective
+    config = TrialConfig.model_validate(best.user_attrs["config"])
+    summary = (f"{len(states)} trials of {epochs} epochs ({tally}); best {objective} {best.value:.4f} by trial "
+               f"{best.number}: {describe(config)}.")
+    measured = {**counts, f"best_{objective}": best.value, **best.user_attrs.get("metrics", {})}
+    return StageResult(True, "healthy", summary, measured=measured, outputs={**outputs, "best_trial": best.number},
+                       run_id=run_id)
+
+
+def _top_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(complete, key=lambda t: t.value, reverse=reverse)[:TOP]
+
+
+def _values(space: SearchSpace, stored: dict) -> dict:
+    """A trial's parameter values as the space writes them (Optuna stores mapping choices as labels)."""
+    values = {}
+    for param in space.params:
+        if param.name in stored:
+            value = stored[param.name]
+            if param.kind == "choice":
+                value = next((c for c in param.spec.choices if label(c) == label(value) or label(c) == value), value)
+            values[param.name] = value
+    return values
+
+
+def _write_space(tune: Tune, space: SearchSpace, path: Path, stage: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {tune.settings.space}, as the {stage} stage of tune {tune.settings.study} changed it\n"
+                    + space.to_yaml())
+    tune.tracker.client.log_artifact(tune.stage_run, str(path))
+
+
+def _rounded(values: list[float]) -> list[float]:
+    return [float(f"{v:.5g}") for v in values]

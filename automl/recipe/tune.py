@@ -1,0 +1,176 @@
+"""Run the staged tuning recipe: sanity -> overfit -> lr_range -> coarse -> diagnose -> refine -> final.
+
+State lives where a search's does: the tune is an Optuna study (``--study``) whose user
+attributes hold one record per finished stage, and whose single trial is the final model (so
+``automl export`` and ``automl trials`` work on it). A rerun skips the stages with a record and
+continues the first without one; the coarse and refine searches are studies of their own
+(``<study>/coarse``, ``<study>/refine``) that resume like any search.
+
+MLflow: one top-level run per tune, a child run per stage tagged ``automl.stage``, and under
+the coarse and refine stage runs a child run per trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from automl.data import Dataset, load_dataset
+from automl.errors import RecipeStopped
+from automl.recipe.budget import STAGES, Budget
+from automl.recipe.settings import TuneSettings
+from automl.search.driver import PARENT_ATTR
+from automl.search.live import Live
+from automl.search.study import open_named_study
+from automl.space import SearchSpace
+from automl.tracking import Tracker, flatten
+
+RECORD_PREFIX = "stage:"
+
+
+@dataclass
+class StageResult:
+    """What a stage found and decided; stored as the stage's record once it finishes."""
+
+    ok: bool  # False stops the tune: more search cannot fix what was found
+    verdict: str
+    summary: str  # what was measured and what it means
+    changes: list[str] = field(default_factory=list)  # what it changed for the next stages
+    measured: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)  # what later stages and the report read
+    run_id: str | None = None  # search stages: the search's parent run
+
+
+class Tune:
+    """One tune: its settings, data, study, MLflow runs and budget, shared by the stages."""
+
+    def __init__(self, settings: TuneSettings):
+        self.settings = settings
+        self.live = Live(0, settings.objective, settings.direction, settings.verbose)
+        self.space = SearchSpace.load(settings.space)
+        self.data: Dataset = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
+        identity = {"space": settings.space, "data": settings.data, "objective": settings.objective, "kind": "tune"}
+        self.study = open_named_study(settings.study, settings.storage, settings.direction, identity, self.data)
+        self.records: dict[str, dict] = {k.removeprefix(RECORD_PREFIX): v for k, v in self.study.user_attrs.items()
+                                         if k.startswith(RECORD_PREFIX)}
+        self.budget = Budget(settings.budget, sum(r["seconds"] for r in self.records.values()))
+        self.tracker = Tracker(settings.tracking_uri, settings.study)
+        self.top: str = ""
+        self.stage_run: str | None = None  # the MLflow run of the check stage in progress
+        settings.folder.mkdir(parents=True, exist_ok=True)
+
+    def say(self, text: str) -> None:
+        self.live.say(text)
+
+    def output(self, stage: str, key: str) -> Any:
+        return self.records[stage]["outputs"][key]
+
+    # --- the stage loop ----------------------------------------------------------------
+
+    def run(self) -> optuna.Study:
+        from automl.recipe import stages
+
+        s = self.settings
+        self.say(f"tune {s.study}: {self.data.describe()}; budget {s.budget:.0f} s"
+                 + (f", {self.budget.spent_before:.0f} s spent before" if self.records else ""))
+        self.top = self.tracker.open_parent(
+            self.study.user_attrs.get(PARENT_ATTR), name="tune",
+            params={k: v for k, v in flatten(dataclasses.asdict(s)).items() if k != "verbose"},
+            tags={"automl.kind": "tune", "automl.study": s.study},
+        )
+        self.study.set_user_attr(PARENT_ATTR, self.top)
+        self.tracker.close_stale_children(self.top, alive=())  # stage runs of an interrupted tune
+        status = "KILLED"
+        try:
+            for number, stage in enumerate(STAGES, 1):
+                if self.records.get(stage, {}).get("ok"):
+                    self.say(f"[{number}/{len(STAGES)}] {stage}: done before; {self.records[stage]['summary']}")
+                else:
+                    self._run_stage(number, stage, getattr(stages, stage))
+                if stage == s.until:
+                    break
+            status = "FINISHED"
+        except Exception:  # RecipeStopped included: the tune run says where it stopped
+            status = "FAILED"
+            raise
+        finally:
+            self._close_top(status)
+        return self.study
+
+    def _run_stage(self, number: int, stage: str, body) -> None:
+        allot = self.budget.allot(stage)
+        self.say(f"\n[{number}/{len(STAGES)}] {stage}: {allot:.0f} s of the {self.budget.remaining():.0f} s left")
+        start = time.perf_counter()
+        if stage in ("coarse", "refine"):  # the search opens (or reopens) its own parent run
+            result: StageResult = body(self, allot)
+        else:
+            with self._check_run(stage) as holder:
+                result = body(self, allot)
+                holder.append(result)
+        seconds = time.perf_counter() - start
+        record = {"stage": stage, **dataclasses.asdict(result), "seconds": round(seconds, 2),
+                  "budget": round(allot, 2)}
+        self._describe_run(result.run_id or self.stage_run, stage, result, seconds)
+        self.study.set_user_attr(RECORD_PREFIX + stage, record)
+        self.records[stage] = record
+        self.say(f"{stage}: {'ok' if result.ok else 'STOP'} ({result.verdict}) in {seconds:.1f} s; {result.summary}")
+        for change in result.changes:
+            self.say(f"  next: {change}")
+        if not result.ok:
+            raise RecipeStopped(stage, result.summary)
+
+    @contextmanager
+    def _check_run(self, stage: str):
+        """The MLflow run of a check stage (sanity, overfit, lr_range, diagnose, final)."""
+        self.stage_run = self.tracker.open_parent(None, name=stage, params={}, nest_under=self.top,
+                                                  tags={"automl.kind": "stage", "automl.stage": stage})
+        holder: list[StageResult] = []
+        status = "KILLED"
+        try:
+            yield holder
+            status = "FINISHED" if holder[0].ok else "FAILED"
+        except Exception:
+            status = "FAILED"
+            raise
+        finally:
+            self.tracker.client.set_terminated(self.stage_run, status)
+
+    def _describe_run(self, run_id: str, stage: str, result: StageResult, seconds: float) -> None:
+        client = self.tracker.client
+        note = f"**{stage}**: {result.summary}" + "".join(f"\n- {c}" for c in result.changes)
+        for key, value in {"automl.stage": stage, "automl.verdict": result.verdict, "automl.ok": str(result.ok),
+                           "mlflow.note.content": note}.items():
+            client.set_tag(run_id, key, value)
+        metrics = {k: v for k, v in result.measured.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        for key, value in {**metrics, "stage_seconds": seconds}.items():
+            client.log_metric(run_id, key, float(value))
+        client.log_text(run_id, note + "\n", "summary.md")
+
+    def _close_top(self, status: str) -> None:
+        final = self.records.get("final", {}).get("measured", {})
+        metrics = {k: v for k, v in final.items() if k.startswith("test_")}
+        metrics["tune_seconds"] = self.budget.spent()
+        if self.records:
+            from automl.recipe.report import write_report
+
+            try:
+                path = write_report(self.settings.study, self.settings.storage, self.settings.folder / "report.md")
+                self.tracker.client.log_artifact(self.top, str(path), "report")
+                self.tracker.client.log_artifacts(self.top, str(path.parent / "report_files"), "report/report_files")
+                self.say(f"report: {path}")
+            except Exception as exc:  # the report must not hide how the tune ended
+                self.say(f"(could not write the report: {type(exc).__name__}: {exc})")
+        stopped = [r["stage"] for r in self.records.values() if not r["ok"]]
+        if stopped:
+            self.tracker.client.set_tag(self.top, "automl.stopped_at", stopped[0])
+        self.tracker.close_parent(self.top, status, metrics)
+
+
+def run_tune(settings: TuneSettings) -> optuna.Study:
+    return Tune(settings).run()

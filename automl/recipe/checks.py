@@ -90,7 +90,10 @@ def check_overfit(config: TrialConfig, data: Dataset, batches: int = 8, max_epoc
     measured = {"subset": n, "epochs": len(losses), "first_loss": losses[0], "last_loss": losses[-1],
                 "train_accuracy": accuracy}
     lr = cfg.training.optimizer.learning_rate
-    if not all(math.isfinite(v) for v in losses) or losses[-1] > 3 * losses[0]:
+    # Exploded: NaN, growing, or far above the ln(C) an untrained softmax starts at (a first
+    # epoch that blew up can leave the units dead and the loss flat but huge).
+    exploded = max(losses) > 10 * math.log(data.num_classes) and accuracy < 0.9
+    if not all(math.isfinite(v) for v in losses) or losses[-1] > 3 * losses[0] or exploded:
         return Finding("overfit", False, "diverged",
                        f"The loss exploded (NaN or growing) within {len(losses)} epochs on {n} images: the "
                        f"learning rate {lr:g} is too high for this model, or the initialization is bad.", measured)

@@ -19,7 +19,7 @@ from automl import plots
 from automl.errors import UserError
 from automl.recipe.budget import STAGES
 from automl.recipe.tune import RECORD_PREFIX
-from automl.search.results import best_trial, trials_frame
+from automl.search.results import best_trial, top_trials
 from automl.search.storage import load_study
 
 FILES = "report_files"
@@ -96,11 +96,9 @@ def _search(stage):
                     yield _figure(ax.figure, figures / "param_importances.png", "parameter importances (coarse)")
                 except (RuntimeError, ValueError) as exc:  # e.g. fewer than two complete trials
                     yield f"(no parameter importances: {exc})\n"
-        frame = trials_frame(study, varying_only=True)
-        done_frame = frame[frame["state"] == "COMPLETE"].sort_values(
-            "value", ascending=study.direction == optuna.study.StudyDirection.MINIMIZE).head(5)
-        if not done_frame.empty:
-            yield f"Top trials of `{study.study_name}`:\n\n" + done_frame.to_markdown(index=False) + "\n"
+        table = top_trials(study)
+        if not table.empty:
+            yield f"Top trials of `{study.study_name}`:\n\n" + table.to_markdown(index=False, floatfmt=".4g") + "\n"
 
     return extra
 

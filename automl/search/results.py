@@ -40,15 +40,24 @@ def trials_frame(study: optuna.Study, varying_only: bool = False) -> pd.DataFram
     return frame[[c for c in keep if c in frame.columns]]
 
 
-def print_top_trials(study: optuna.Study, live: Live, top: int = 5) -> None:
+def top_trials(study: optuna.Study, top: int = 5) -> pd.DataFrame:
+    """The best complete trials with the parameters that vary, named without their section
+    (model., training., ...) to keep the table narrow."""
     frame = trials_frame(study, varying_only=True)
     if frame.empty:
-        return
+        return frame
     done = frame[frame["state"] == "COMPLETE"]
     done = done.sort_values("value", ascending=study.direction == optuna.study.StudyDirection.MINIMIZE)
-    states = frame["state"].value_counts().to_dict()
-    live.say(f"\ntrials: {', '.join(f'{n} {s.lower()}' for s, n in states.items())}; top {min(top, len(done))}:")
-    if not done.empty:  # parameter names without their section (model., training., ...) keep it narrow
-        table = done.head(top).drop(columns=["reason"])
-        table.columns = [str(c).split(".", 1)[-1] for c in table.columns]
+    table = done.head(top).drop(columns=["reason"])
+    table.columns = [str(c).split(".", 1)[-1] for c in table.columns]
+    return table
+
+
+def print_top_trials(study: optuna.Study, live: Live, top: int = 5) -> None:
+    states = pd.Series([t.state.name for t in study.get_trials(deepcopy=False)]).value_counts().to_dict()
+    if not states:
+        return
+    table = top_trials(study, top)
+    live.say(f"\ntrials: {', '.join(f'{n} {s.lower()}' for s, n in states.items())}; top {len(table)}:")
+    if not table.empty:
         live.say(table.to_string(index=False, max_colwidth=24))

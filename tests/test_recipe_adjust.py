@@ -1,0 +1,106 @@
+"""How the recipe reads learning curves and rewrites a space between stages."""
+
+import pytest
+
+from automl.errors import SpaceError
+from automl.recipe import adjust
+from automl.recipe.budget import STAGES, Budget
+from automl.space import FixedSuggester, SearchSpace
+
+from .conftest import SPACES
+
+
+@pytest.fixture(scope="module")
+def quick() -> SearchSpace:
+    return SearchSpace.load(SPACES / "quick.yaml")
+
+
+def _history(loss, val_loss, acc, val_acc):
+    return {"loss": loss, "val_loss": val_loss, "accuracy": acc, "val_accuracy": val_acc}
+
+
+def test_a_growing_gap_reads_as_overfitting():
+    verdict, why = adjust.diagnose_curves(_history([1.0, 0.4, 0.1], [0.9, 0.6, 0.7], [0.7, 0.9, 0.99],
+                                                   [0.7, 0.8, 0.8]))
+    assert verdict == "overfit" and "gap" in why
+
+
+def test_rising_validation_loss_reads_as_overfitting():
+    verdict, why = adjust.diagnose_curves(_history([1.0, 0.5, 0.3, 0.2], [0.8, 0.5, 0.6, 0.7],
+                                                   [0.8, 0.9, 0.9, 0.9], [0.8, 0.9, 0.9, 0.9]))
+    assert verdict == "overfit" and "val loss rose" in why
+
+
+def test_curves_together_at_a_poor_level_read_as_underfitting():
+    verdict, _ = adjust.diagnose_curves(_history([2.0, 1.6, 1.3], [1.9, 1.6, 1.3], [0.3, 0.45, 0.55],
+                                                 [0.3, 0.46, 0.55]))
+    assert verdict == "underfit"
+
+
+def test_close_curves_at_a_good_level_are_healthy():
+    verdict, _ = adjust.diagnose_curves(_history([0.5, 0.1, 0.05], [0.2, 0.1, 0.09], [0.9, 0.98, 0.99],
+                                                 [0.95, 0.98, 0.985]))
+    assert verdict == "healthy"
+
+
+def test_the_majority_verdict_wins_and_a_tie_goes_to_the_best_trial():
+    assert adjust.overall_verdict(["healthy", "overfit", "overfit"]) == "overfit"
+    assert adjust.overall_verdict(["underfit", "overfit", "healthy"]) == "underfit"
+
+
+def test_narrowing_the_learning_rate_stays_inside_the_space_range(quick):
+    changes, notes = adjust.narrow_lr(quick, (1e-5, 3e-3), 1e-3)
+    narrowed = quick.rewritten(changes, "coarse.yaml")
+    lr = next(p for p in narrowed.params if p.name == adjust.LR)
+    assert lr.spec.range == (1e-4, 3e-3) and lr.spec.log and lr.default == 1e-3
+    assert "1e-04" in notes[0] or "0.0001" in notes[0]
+
+
+def test_refining_keeps_the_top_choices_and_drops_branches_no_top_trial_took(quick):
+    top = [quick.suggest_all(FixedSuggester({"model.stages.0.family": "vgg", "model.stages.1.family": "resnet",
+                                             "training.optimizer.name": "adam"}))]
+    narrowed, widened, notes = adjust.refine_changes(quick, top, "healthy")
+    assert not widened
+    refined = quick.rewritten(narrowed, "refine.yaml")
+    names = {p.name: p for p in refined.params}
+    assert names["model.stages.0.family"].spec.choices == ["vgg"]
+    # blocks was only active for resnet, momentum only for sgd: both are gone with their branch
+    assert "model.stages.0.blocks" not in names and "training.optimizer.momentum" not in names
+    assert "model.stages.1.blocks" in names and "model.stages.1.convs" not in names
+    assert any("kept ['adam']" in n for n in notes)
+
+
+def test_overfitting_widens_regularization_and_adds_mixup(quick):
+    top = [quick.suggest_all(FixedSuggester({}))]
+    narrowed, widened, notes = adjust.refine_changes(quick, top, "overfit")
+    refined = quick.rewritten({**narrowed, **widened}, "refine.yaml")
+    names = {p.name: p for p in refined.params}
+    assert names["model.head.dropout"].spec.range[1] == pytest.approx(0.7)
+    assert names["regularization.l2"].spec.range[1] == pytest.approx(1e-2)
+    assert names["augmentation.mixup"].spec.range == (0.0, 0.3)
+    assert refined.default()["augmentation"]["mixup"] == 0.0
+
+
+def test_underfitting_allows_wider_and_deeper_models(quick):
+    top = [quick.suggest_all(FixedSuggester({}))]
+    _, widened, _ = adjust.refine_changes(quick, top, "underfit")
+    refined = quick.rewritten(widened, "refine.yaml")
+    names = {p.name: p for p in refined.params}
+    assert names["model.stages.1.filters"].spec.choices == [32, 64, 128, 256]
+    assert names["model.stages.0.convs"].spec.range == (1, 3)
+
+
+def test_a_rewrite_that_breaks_the_schema_is_refused(quick):
+    with pytest.raises(SpaceError, match="refine.yaml"):
+        quick.rewritten({"model.head.dropout": {"float": [0.0, 1.5], "default": 0.2}}, "refine.yaml")
+
+
+def test_the_budget_carries_over_what_a_stage_leaves():
+    budget = Budget(100.0)
+    first = budget.allot(STAGES[0])
+    budget.spent_before = 50.0  # as if the early stages had taken half the budget
+    later = {s: budget.allot(s) for s in STAGES[3:]}
+    assert first < 5 and later["coarse"] < 0.5 * 100
+    budget.spent_before = 10.0
+    assert budget.allot("coarse") > later["coarse"]
+

@@ -101,7 +101,9 @@ def test_mlflow_shows_one_tune_run_with_a_child_per_stage_and_the_trials_under_t
         trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == run.info.run_id]
         if run.data.tags["automl.stage"] in ("coarse", "refine"):
             study = load_study(f"{STUDY}/{run.data.tags['automl.stage']}", f"journal:{work}/automl.journal")
-            assert len(trials) == len(study.trials) > 0
+            finished = {str(t.number) for t in study.trials if t.state.is_finished() and t.state.name != "FAIL"}
+            logged = {r.data.tags["automl.trial"] for r in trials}
+            assert finished and finished <= logged and len(logged) <= len(study.trials)  # Ctrl-C may beat a run
         else:
             assert not trials
     diagnosed = [r for r in runs if "automl.diagnosis" in r.data.tags]
@@ -113,7 +115,7 @@ def test_a_finished_tune_run_again_does_nothing(tuned):
     _, _, _, again = tuned
     assert again.returncode == 0
     assert all(f"{stage}: done before" in again.stdout for stage in STAGES)
-    assert "epoch" not in again.stdout
+    assert not re.search(r"epoch \d+/\d+", again.stdout)  # nothing trained
 
 
 def test_the_report_explains_each_stage_with_its_figures(tuned, tmp_path):

@@ -1,11 +1,11 @@
-# Two entry points for a fresh machine: `make search` (the main job) and `make test`.
+# Two entry points for a fresh machine: `make tune` (the main job) and `make test`.
 # Each bootstraps the virtual environment it needs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: search test lint clean
+.PHONY: tune search test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The main job on embedded defaults: bundled digits, Optuna journal file and MLflow SQLite here.
+tune: $(STAMP)
+	$(BIN)/automl tune --space search_spaces/quick.yaml --data digits --budget 300
+
 search: $(STAMP)
 	$(BIN)/automl search --space search_spaces/quick.yaml --data digits --trials 8 --epochs 5
 

@@ -55,8 +55,8 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=_image_size, metavar="H,W", help="resize images from files")
 
 
-def _store_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--study", metavar="NAME", help="default: <space>-<data>")
+def _store_arguments(parser: argparse.ArgumentParser, study: str = "<space>-<data>") -> None:
+    parser.add_argument("--study", metavar="NAME", help=f"default: {study}")
     parser.add_argument("--storage", metavar="URL", help="Optuna storage (default: journal:automl.journal)")
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow (default: sqlite:///mlflow.db)")
     parser.add_argument("--out", metavar="DIR", help="trial models (default: automl-out)")
@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
                                            "Exit code 3: a stage found a problem that more search cannot fix.")
     tune.add_argument("--space", required=True, metavar="FILE")
     _data_arguments(tune)
-    _store_arguments(tune)
+    _store_arguments(tune, study="<space>-<data>-tune")
     tune.add_argument("--budget", type=_positive_float, default=300.0, metavar="SECONDS",
                       help="wall clock for the whole tune, shared out across the stages (default 300)")
     tune.add_argument("--seed", type=int, default=0)

@@ -95,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--pruner", default="hyperband", metavar="NAME",
                         help="optuna: hyperband (default), median, successive-halving, none")
     search.add_argument("--trials", type=_positive_int, default=20, help="target of finished trials in the study")
-    search.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="wall-time bound of this run")
+    search.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                        help="wall-time bound of this run: no trial starts after it, and the running one is pruned "
+                             "(once a trial has completed)")
     search.add_argument("--epochs", type=_positive_int, help="per trial (default: each configuration's epochs)")
     search.add_argument("--seed", type=int, default=0)
     search.add_argument("--objective", choices=("val_accuracy", "val_loss"), default="val_accuracy")

@@ -42,6 +42,6 @@ def lr_range(curves: dict[str, dict]):
 def save(fig, path: str | Path, dpi: int = 80) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")  # keeps legends and labels placed outside the axes
     plt.close(fig)
     return path

@@ -88,7 +88,6 @@ def _search(stage):
             if stage == "refine" or "refine" not in searches:  # one history for both searches, after the last
                 ax = optuna.visualization.matplotlib.plot_optimization_history(
                     done, target_name=tune.user_attrs.get("objective", "objective"))
-                ax.legend([f"{s.study_name}" for s in done] * 2, fontsize=7)
                 yield _figure(ax.figure, figures / "optimization_history.png", "optimization history")
             if stage == "coarse":
                 try:

@@ -28,3 +28,17 @@ def test_every_pruner_builds(name):
 def test_short_searches_start_tpe_early():
     assert make_sampler("tpe", 0, trials=8)._n_startup_trials == 3
     assert make_sampler("tpe", 0, trials=200)._n_startup_trials == 10
+
+
+def test_a_search_past_its_timeout_prunes_the_running_trial_once_one_has_completed():
+    import time
+
+    from automl.search.optuna_backend import TimeUp
+
+    study = optuna.create_study(direction="maximize")
+    past = TimeUp(study, deadline=time.perf_counter() - 1)
+    past.on_epoch_end(0)  # nothing completed yet: the first trial must finish, late or not
+    study.add_trial(optuna.trial.create_trial(value=0.5))
+    TimeUp(study, deadline=time.perf_counter() + 60).on_epoch_end(0)  # in time
+    with pytest.raises(optuna.TrialPruned, match="time ran out after epoch 3"):
+        past.on_epoch_end(2)

@@ -200,3 +200,17 @@ def test_a_bad_space_exits_2_before_anything_is_written(tmp_path, write_space, c
     assert _tune(tmp_path, "--space", str(space), "--data", "digits") == 2
     assert "space.yaml:2" in capsys.readouterr().err
     assert not (tmp_path / "j.journal").exists() and not (tmp_path / "m.db").exists()
+
+
+def test_the_final_training_stops_before_its_time_runs_out():
+    import keras
+
+    from automl.recipe.final import Deadline
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x = np.zeros((64, 2), "float32")
+    history = model.fit(x, x[:, :1], epochs=50, verbose=0, callbacks=[Deadline(seconds=0.0)]).history
+    assert len(history["loss"]) == 1  # the first epoch always runs
+    history = model.fit(x, x[:, :1], epochs=5, verbose=0, callbacks=[Deadline(seconds=600.0)]).history
+    assert len(history["loss"]) == 5

@@ -83,18 +83,24 @@ def _search(stage):
         if study is None:
             return
         done = [s for s in searches.values() if s.trials]
-        with warnings.catch_warnings():
+        parts = []  # made before yielding: a suspended generator must not hold the warnings filter
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.simplefilter("always", UserWarning)
             if stage == "refine" or "refine" not in searches:  # one history for both searches, after the last
                 ax = optuna.visualization.matplotlib.plot_optimization_history(
                     done, target_name=tune.user_attrs.get("objective", "objective"))
-                yield _figure(ax.figure, figures / "optimization_history.png", "optimization history")
+                parts.append(_figure(ax.figure, figures / "optimization_history.png", "optimization history"))
             if stage == "coarse":
                 try:
                     ax = optuna.visualization.matplotlib.plot_param_importances(study)
-                    yield _figure(ax.figure, figures / "param_importances.png", "parameter importances (coarse)")
+                    parts.append(_figure(ax.figure, figures / "param_importances.png",
+                                         "parameter importances (coarse)"))
                 except (RuntimeError, ValueError) as exc:  # e.g. fewer than two complete trials
-                    yield f"(no parameter importances: {exc})\n"
+                    parts.append(f"(no parameter importances: {exc})\n")
+        if any("less than 2 trials" in str(w.message) for w in caught):
+            parts.append("Some parameter values were tried fewer than twice: read the importances as rough.\n")
+        yield from parts
         table = top_trials(study)
         if not table.empty:
             yield f"Top trials of `{study.study_name}`:\n\n" + table.to_markdown(index=False, floatfmt=".4g") + "\n"

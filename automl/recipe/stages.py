@@ -84,7 +84,6 @@ def lr_range(tune: Tune, seconds: float) -> StageResult:
         sweeps[name] = sweep = lr_range_test(config, tune.data, seed=tune.settings.seed)
         curves[name] = {"lr": _rounded(sweep.learning_rates), "loss": _rounded(sweep.losses),
                         "suggested": sweep.suggested, "band": list(sweep.band), "ok": sweep.finding.ok}
-        tune.say(f"  {name}: {sweep.finding.summary}")
     found = [s for s in sweeps.values() if s.finding.ok]
     path = tune.settings.folder / "spaces" / "coarse.yaml"
     if found:

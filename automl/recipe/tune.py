@@ -52,7 +52,7 @@ class Tune:
 
     def __init__(self, settings: TuneSettings):
         self.settings = settings
-        self.live = Live(0, settings.objective, settings.direction, settings.verbose)
+        self.live = Live(None, settings.objective, settings.direction, settings.verbose)
         self.space = SearchSpace.load(settings.space)
         self.data: Dataset = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
         identity = {"space": settings.space, "data": settings.data, "objective": settings.objective, "kind": "tune"}

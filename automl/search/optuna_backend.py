@@ -55,7 +55,7 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
     expected = settings.trials or 100  # a search bounded by time only: plan for many trials
     study.sampler = make_sampler(settings.sampler, settings.seed + len(study.trials), expected)
     study.pruner = make_pruner(settings.pruner, settings.epochs)
-    guard = FailureGuard(limit=max(5, expected // 2) if settings.trials else 5)
+    guard = FailureGuard(limit=max(5, settings.trials // 2) if settings.trials else 5)
     if not study.trials:  # known-reasonable first trials: the space's default configuration, or given ones
         by_name = {p.name: p for p in space.params}
         for values in settings.first_trials or [space.suggest_all(DefaultSuggester())]:

@@ -113,5 +113,5 @@ def trial_attrs(settings: SearchSettings, number: int, outcome: Outcome, seconds
         attrs.update(model_path=str(settings.trial_dir(number) / "model.keras"), metrics=r.metrics,
                      best_epoch=r.best_epoch, params=r.params, fit_seconds=round(r.fit_seconds, 3),
                      epochs_run=len(r.history.get("loss", [])),
-                     history={k: [round(v, 5) for v in vals] for k, vals in r.history.items()})
+                     history={k: [float(f"{v:.5g}") for v in vals] for k, vals in r.history.items()})
     return attrs

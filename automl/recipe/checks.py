@@ -92,11 +92,13 @@ def check_overfit(config: TrialConfig, data: Dataset, batches: int = 8, max_epoc
     lr = cfg.training.optimizer.learning_rate
     # Exploded: NaN, growing, or far above the ln(C) an untrained softmax starts at (a first
     # epoch that blew up can leave the units dead and the loss flat but huge).
-    exploded = max(losses) > 10 * math.log(data.num_classes) and accuracy < 0.9
-    if not all(math.isfinite(v) for v in losses) or losses[-1] > 3 * losses[0] or exploded:
+    finite, start = [v for v in losses if math.isfinite(v)], math.log(data.num_classes)
+    if len(finite) < len(losses) or losses[-1] > 3 * losses[0] or (max(finite) > 10 * start and accuracy < 0.9):
+        peak = "NaN" if len(finite) < len(losses) else f"{max(finite):.3g}"
         return Finding("overfit", False, "diverged",
-                       f"The loss exploded (NaN or growing) within {len(losses)} epochs on {n} images: the "
-                       f"learning rate {lr:g} is too high for this model, or the initialization is bad.", measured)
+                       f"The loss exploded (to {peak}; an untrained model starts near ln(C) = {start:.3g}) training "
+                       f"on {n} images: the learning rate {lr:g} is too high for this model, or the initialization "
+                       f"is bad.", measured)
     if accuracy < 0.9:
         slow = losses[-1] > 0.8 * losses[0]
         return Finding("overfit", False, "lr_too_low" if slow else "cannot_overfit",

@@ -45,6 +45,13 @@ def _positive(kind: type):
 
 
 _input_shape, _image_size = _sizes("H,W,C", "32,32,3"), _sizes("H,W", "64,64")
+
+
+def _gpu_list(text: str) -> list[str]:
+    ids = text.split(",")
+    if not all(i.strip().isdigit() for i in ids) or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"expected distinct GPU numbers separated by commas (e.g. 0,1), got '{text}'")
+    return [i.strip() for i in ids]
 _positive_int, _positive_float = _positive(int), _positive(float)
 
 
@@ -102,6 +109,24 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--seed", type=int, default=0)
     search.add_argument("--objective", choices=("val_accuracy", "val_loss"), default="val_accuracy")
     search.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    search.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                        help="worker processes sharing the study (default 1: trials run in this process)")
+    search.add_argument("--recycle", type=_positive_int, metavar="K",
+                        help="replace each worker process after K trials, so memory stays flat")
+    search.add_argument("--gpus", type=_gpu_list, metavar="IDS", help="one worker per GPU, e.g. 0,1")
+
+    worker = commands.add_parser("worker", parents=[common], help="join a search: run trials until its target",
+                                 description="Run trials of a search started by automl search, from this or any "
+                                             "machine that reaches the storage (PostgreSQL or MySQL across "
+                                             "machines). Any number of workers may join.")
+    worker.add_argument("--study", required=True, metavar="NAME")
+    worker.add_argument("--storage", metavar="URL", help="Optuna storage (default: journal:automl.journal)")
+    worker.add_argument("--tracking-uri", metavar="URI", help="MLflow (default: sqlite:///mlflow.db)")
+    worker.add_argument("--gpu", metavar="ID", help="pin this worker to one GPU (CUDA_VISIBLE_DEVICES)")
+    worker.add_argument("--recycle", type=_positive_int, metavar="K", help="exit after K trials")
+    worker.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="stop starting trials after")
+    worker.add_argument("--seed", type=int, help="sampler seed (default: from host name and process id)")
+    worker.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
     tune = commands.add_parser("tune", parents=[common], help="tune a space stage by stage, as an expert would",
                                description="Stages: sanity, overfit, lr_range, coarse, diagnose, refine, final. "
@@ -233,7 +258,17 @@ def cmd_search(args) -> None:
     search(args.space, args.data, study=args.study, storage=args.storage, tracking_uri=args.tracking_uri,
            out=args.out, backend=args.backend, sampler=args.sampler, pruner=args.pruner, trials=args.trials,
            timeout=args.timeout, epochs=args.epochs, seed=args.seed, objective=args.objective,
-           image_size=args.image_size, verbose=not args.quiet)
+           image_size=args.image_size, verbose=not args.quiet, workers=args.workers, recycle=args.recycle,
+           gpus=args.gpus)
+
+
+def cmd_worker(args) -> None:
+    from automl import settings as defaults
+    from automl.search.workers import run_worker
+
+    ran = run_worker(args.study, defaults.storage_url(args.storage), defaults.tracking_uri(args.tracking_uri),
+                     seed=args.seed, recycle=args.recycle, timeout=args.timeout, gpu=args.gpu, verbose=not args.quiet)
+    print(f"worker {os.getpid()}: ran {ran} trials of {args.study}", flush=True)
 
 
 def cmd_tune(args) -> None:
@@ -292,6 +327,7 @@ COMMANDS = {
     "params": cmd_params,
     "train": cmd_train,
     "search": cmd_search,
+    "worker": cmd_worker,
     "tune": cmd_tune,
     "report": cmd_report,
     "trials": cmd_trials,

@@ -27,3 +27,14 @@ def digits():
     from automl.data import load_dataset
 
     return load_dataset("digits", seed=0)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL database on loopback for this test session (see tests/postgres.py)."""
+    from .postgres import postgres_server
+
+    with postgres_server() as url:
+        if url.startswith("skip: "):
+            pytest.skip(url.removeprefix("skip: "))
+        yield url

@@ -16,6 +16,7 @@ from automl.search.live import Live
 from automl.search.results import best_trial, print_top_trials
 from automl.search.settings import SearchSettings
 from automl.search.study import finished_count, open_study
+from automl.search.workers import SETTINGS_ATTR, Pool, shared_settings
 from automl.space import SearchSpace
 from automl.tracking import Tracker, flatten
 
@@ -46,16 +47,22 @@ def run_search(settings: SearchSettings, data: Dataset | None = None) -> optuna.
         nest_under=settings.nest_under,
     )
     study.set_user_attr(PARENT_ATTR, parent)
+    study.set_user_attr(SETTINGS_ATTR, shared_settings(settings))  # what workers read
     running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
     tracker.close_stale_children(parent, alive=running)
 
     status, start = "KILLED", time.perf_counter()
     try:
         if settings.backend == "optuna":
-            from automl.search.optuna_backend import optimize
+            from automl.search.optuna_backend import enqueue_first_trials, optimize
+
+            enqueue_first_trials(settings, space, study)
         else:
             from automl.search.keras_tuner_backend import optimize
-        optimize(settings, space, data, study, tracker, parent, live)
+        if settings.pooled:
+            Pool(settings, study, live.say).run()
+        else:
+            optimize(settings, space, data, study, tracker, parent, live)
         if settings.log_model and (best := best_trial(study)) is not None:
             tracker.log_best_model(parent, best.user_attrs["model_path"], best.number)
         status = "FINISHED"
@@ -63,6 +70,8 @@ def run_search(settings: SearchSettings, data: Dataset | None = None) -> optuna.
         status = "FAILED"
         raise
     finally:  # whatever happened, the parent run is closed with the best metrics so far
+        running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
+        tracker.close_stale_children(parent, alive=running)  # e.g. the trial of a worker that was killed
         best = best_trial(study)
         metrics = {f"best_{k}": v for k, v in (best.user_attrs.get("metrics", {}) if best else {}).items()}
         metrics.update(finished_trials=finished_count(study), search_seconds=time.perf_counter() - start)

@@ -49,21 +49,28 @@ class FailureGuard:
             self.in_a_row = 0
 
 
+def enqueue_first_trials(settings: SearchSettings, space: SearchSpace, study: optuna.Study) -> None:
+    """Known-reasonable first trials of a new study: the space's default configuration, or the given ones."""
+    if not study.trials:
+        by_name = {p.name: p for p in space.params}
+        for values in settings.first_trials or [space.suggest_all(DefaultSuggester())]:
+            study.enqueue_trial({n: OptunaSuggester.stored_value(by_name[n], v) for n, v in values.items()})
+
+
 def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study: optuna.Study, tracker: Tracker,
-             parent: str, live: Live) -> None:
+             parent: str, live: Live) -> int:
+    """Run trials in this process until the study's target (or the timeout); returns how many ran."""
     # A resumed search must not replay the seeded sampler's first suggestions.
     expected = settings.trials or 100  # a search bounded by time only: plan for many trials
     study.sampler = make_sampler(settings.sampler, settings.seed + len(study.trials), expected)
     study.pruner = make_pruner(settings.pruner, settings.epochs)
     guard = FailureGuard(limit=max(5, settings.trials // 2) if settings.trials else 5)
-    if not study.trials:  # known-reasonable first trials: the space's default configuration, or given ones
-        by_name = {p.name: p for p in space.params}
-        for values in settings.first_trials or [space.suggest_all(DefaultSuggester())]:
-            study.enqueue_trial({n: OptunaSuggester.stored_value(by_name[n], v) for n, v in values.items()})
-
     deadline = time.perf_counter() + settings.timeout if settings.timeout else None
+    ran = 0
 
     def objective(trial: optuna.Trial) -> float:
+        nonlocal ran
+        ran += 1
         start = time.perf_counter()
         config = space.sample(OptunaSuggester(trial))
         trial.set_user_attr("config", config)
@@ -81,6 +88,7 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
 
     study.optimize(
         objective,
+        n_trials=settings.recycle,  # a recycled worker process exits after this many
         timeout=settings.timeout,
         callbacks=[MaxTrialsCallback(settings.trials, states=FINISHED), guard] if settings.trials else [guard],
         catch=(TrialFailedInStudy,),
@@ -88,6 +96,7 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
     )
     if guard.in_a_row >= guard.limit:
         raise SearchStopped(f"stopped after {guard.in_a_row} failed trials in a row; last: {guard.last_reason}")
+    return ran
 
 
 class TrialFailedInStudy(Exception):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from automl import settings as defaults
+from automl.errors import UserError
 
 OBJECTIVE_DIRECTIONS = {"val_accuracy": "maximize", "val_loss": "minimize"}
 
@@ -28,6 +29,11 @@ class SearchSettings:
     objective: str = "val_accuracy"
     image_size: tuple[int, int] | None = None
     verbose: bool = True
+    # Worker processes (automl/search/workers.py): how many, trials per process before it is
+    # replaced (None: one process runs to the end), the GPUs to pin them to (one worker each).
+    workers: int = 1
+    recycle: int | None = None
+    gpus: list[str] | None = None
     # How a recipe stage runs a search (automl tune): the MLflow experiment and run to nest
     # under, the parent run's name and tags, whether to log the best model there, and the
     # parameter values of the first trials (default: the space's default configuration).
@@ -46,8 +52,18 @@ class SearchSettings:
             self.study = f"{Path(self.space).stem}-{Path(self.data).stem}"
         if self.experiment is None:
             self.experiment = self.study
+        if self.gpus:
+            self.workers = len(self.gpus)
+        if self.pooled and self.backend != "optuna":
+            raise UserError("--workers, --recycle and --gpus run Optuna workers; the keras-tuner backend runs in "
+                            "one process")
         if self.sampler is None:
             self.sampler = "tpe" if self.backend == "optuna" else "bayesian"
+
+    @property
+    def pooled(self) -> bool:
+        """Trials run in worker processes rather than in this one."""
+        return self.workers > 1 or self.recycle is not None or bool(self.gpus)
 
     @property
     def direction(self) -> str:

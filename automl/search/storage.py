@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import optuna
@@ -16,14 +17,16 @@ RDB_SCHEMES = ("sqlite:", "postgresql", "mysql")
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """``sqlite:///f.db``, ``postgresql://...``, ``mysql://...``, or ``journal:PATH`` / ``PATH.journal``.
 
-    Relational storages get heartbeats, so a trial whose worker died is failed and retried once.
+    Relational storages get heartbeats (every ``AUTOML_HEARTBEAT_SECONDS``, default 30; dead after
+    4 missed), so a trial whose worker died is failed and retried once with the same parameters.
     """
     if url.startswith(RDB_SCHEMES):
         try:
+            heartbeat = float(os.environ.get("AUTOML_HEARTBEAT_SECONDS", 30))
             return RDBStorage(
                 url,
-                heartbeat_interval=30,
-                grace_period=120,
+                heartbeat_interval=max(1, round(heartbeat)),
+                grace_period=max(2, round(4 * heartbeat)),
                 failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
             )
         except Exception as exc:  # SQLAlchemy reports bad URLs and unreachable servers in many ways

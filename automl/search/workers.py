@@ -1,0 +1,159 @@
+"""Many processes on one study: Optuna's own distributed mode, no scheduler of ours.
+
+A worker is ``automl worker --study NAME --storage URL``: it reads the search's settings from
+the study, runs trials until the study holds its target of finished trials (or until it has
+run ``--recycle K`` trials, then exits so its memory goes back to the system) and logs each
+trial as a child of the search's MLflow parent run. Workers may run on any machine that
+reaches the storage (PostgreSQL or MySQL across machines; the journal file on one machine).
+
+``automl search --workers N`` (or ``--recycle K``, or ``--gpus 0,1``) keeps N such processes
+running on this machine until the target is reached, replacing each recycled one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import optuna
+
+from automl.errors import SearchStopped, UserError
+from automl.search.settings import SearchSettings
+from automl.search.storage import load_study
+from automl.search.study import finished_count
+
+SETTINGS_ATTR = "search_settings"
+# What a worker takes from the study; storage and MLflow come from its own command line, so
+# each machine can reach them by its own address.
+SHARED = ("space", "data", "study", "experiment", "out", "backend", "sampler", "pruner", "trials", "epochs", "seed",
+          "objective", "image_size")
+
+
+def shared_settings(settings: SearchSettings) -> dict:
+    return {k: v for k, v in dataclasses.asdict(settings).items() if k in SHARED}
+
+
+def worker_settings(study: optuna.Study, storage: str, tracking_uri: str | None, seed: int | None,
+                    recycle: int | None, timeout: float | None, verbose: bool) -> SearchSettings:
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is None:
+        raise UserError(f"--study {study.study_name}: not a search study (no search settings); start it with "
+                        f"automl search first")
+    if stored["backend"] != "optuna":
+        raise UserError(f"--study {study.study_name}: workers run Optuna searches; this one is {stored['backend']}")
+    if seed is None:  # distinct per machine and process, so workers do not propose the same trials
+        seed = int(hashlib.sha256(f"{socket.gethostname()}:{os.getpid()}".encode()).hexdigest()[:7], 16)
+    image_size = tuple(stored["image_size"]) if stored["image_size"] else None
+    return SearchSettings(**{**stored, "image_size": image_size, "seed": seed}, storage=storage,
+                          tracking_uri=tracking_uri, recycle=recycle, timeout=timeout, verbose=verbose)
+
+
+def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, seed: int | None = None,
+               recycle: int | None = None, timeout: float | None = None, gpu: str | None = None,
+               verbose: bool = True) -> int:
+    """Run trials of ``study_name`` in this process; returns how many it ran."""
+    if gpu is not None:
+        pin_gpu(gpu)
+    from automl.data import load_dataset
+    from automl.search.driver import PARENT_ATTR
+    from automl.search.live import Live
+    from automl.search.optuna_backend import optimize
+    from automl.space import SearchSpace
+    from automl.tracking import Tracker
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = load_study(study_name, storage)
+    settings = worker_settings(study, storage, tracking_uri, seed, recycle, timeout, verbose)
+    if finished_count(study) >= settings.trials:
+        return 0
+    space = SearchSpace.load(settings.space)
+    data = load_dataset(settings.data, seed=study.user_attrs[SETTINGS_ATTR]["seed"], image_size=settings.image_size)
+    live = Live(settings.trials, settings.objective, settings.direction, settings.verbose)
+    tracker = Tracker(settings.tracking_uri, settings.experiment)
+    parent = study.user_attrs[PARENT_ATTR]
+    try:
+        return optimize(settings, space, data, study, tracker, parent, live)
+    finally:  # the runs of trials whose worker died (failed by Optuna's heartbeat) are closed too
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        tracker.close_stale_children(parent, alive=[t.number for t in running])
+
+
+def pin_gpu(gpu: str) -> None:
+    """Before any framework starts: this process sees one GPU and grows its memory as needed."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+    os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # JAX
+
+
+class Pool:
+    """Keeps ``settings.workers`` worker processes running until the study reaches its target."""
+
+    def __init__(self, settings: SearchSettings, study: optuna.Study, say):
+        self.settings, self.study, self.say = settings, study, say
+        self.procs: dict[subprocess.Popen, str | None] = {}
+        self.started = 0
+        self.gpus = list(settings.gpus or [])
+        self.deadline = time.monotonic() + settings.timeout if settings.timeout else None
+
+    def run(self) -> None:
+        try:
+            while True:
+                self._reap()
+                done = finished_count(self.study) >= self.settings.trials
+                late = self.deadline is not None and time.monotonic() > self.deadline
+                if done or late:
+                    if not self.procs:
+                        return
+                else:
+                    while len(self.procs) < self.settings.workers:
+                        self._start()
+                time.sleep(0.5)
+        except BaseException:  # Ctrl-C or a failed worker: stop the others, whose trials end as failed
+            self._stop_all()
+            raise
+
+    def _command(self, gpu: str | None) -> list[str]:
+        s = self.settings
+        command = [sys.executable, "-m", "automl.cli", "worker", "--study", s.study, "--storage", s.storage,
+                   "--tracking-uri", s.tracking_uri, "--seed", str(s.seed + 7919 * (self.started + 1))]
+        if s.recycle:
+            command += ["--recycle", str(s.recycle)]
+        if self.deadline is not None:
+            command += ["--timeout", f"{max(1.0, self.deadline - time.monotonic()):.0f}"]
+        if gpu is not None:
+            command += ["--gpu", gpu]
+        return command + ([] if s.verbose else ["--quiet"])
+
+    def _start(self) -> None:
+        busy = set(self.procs.values())
+        gpu = next((g for g in self.gpus if g not in busy), None)  # one worker per GPU
+        proc = subprocess.Popen(self._command(gpu))
+        self.started += 1
+        self.procs[proc] = gpu
+        self.say(f"worker {proc.pid} started ({self.started} so far{f', GPU {gpu}' if gpu else ''})")
+
+    def _reap(self) -> None:
+        for proc in [p for p in self.procs if p.poll() is not None]:
+            del self.procs[proc]
+            if proc.returncode in (130, -signal.SIGINT):  # Ctrl-C reached the worker first
+                raise KeyboardInterrupt
+            if proc.returncode != 0:
+                raise SearchStopped(f"worker {proc.pid} exited with code {proc.returncode}; see its output above")
+
+    def _stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()

@@ -1,0 +1,86 @@
+"""A real, throw-away PostgreSQL server for the distributed tests, on loopback.
+
+Debian's ``postgresql`` package provides the binaries (installed here when missing and when we
+may: root with apt-get); the server runs from a temporary data directory as the ``postgres``
+user, because PostgreSQL refuses to run as root. Where none of that is possible the tests skip
+with the reason.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _binaries() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    which = shutil.which("initdb")
+    return Path(which).resolve().parent if which else None
+
+
+def _install() -> str | None:
+    """Install Debian's postgresql package; returns why not where it cannot."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return "PostgreSQL is not installed and cannot be installed here (needs root and apt-get)"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "postgresql"]):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            return f"installing PostgreSQL failed: {' '.join(command)}: {done.stderr.strip()[-300:]}"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def postgres_server():
+    """Yields a SQLAlchemy URL of a fresh database, or a string starting with "skip: "."""
+    folder = Path(tempfile.mkdtemp(prefix="automl-postgres-"))  # not under pytest's 0700 folders
+    try:
+        yield from _serve(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _serve(folder: Path):
+    binaries = _binaries()
+    if binaries is None:
+        reason = _install()
+        binaries = _binaries()
+        if binaries is None:
+            yield f"skip: {reason or 'PostgreSQL binaries not found after installing'}"
+            return
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # the server will not run as root
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+        folder.chmod(0o777)
+    data, port = folder / "data", _free_port()
+    run = lambda *args: subprocess.run([*as_postgres, *args], capture_output=True, text=True, timeout=120)  # noqa: E731
+    init = run(str(binaries / "initdb"), "-D", str(data), "-U", "automl", "--auth=trust", "-E", "UTF8")
+    if init.returncode != 0:
+        yield f"skip: initdb failed: {init.stderr.strip()[-300:]}"
+        return
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off"
+    start = run(str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "server.log"), "-w",
+                "start")
+    if start.returncode != 0:
+        yield f"skip: PostgreSQL did not start: {start.stderr.strip()[-300:]}"
+        return
+    try:
+        created = run(str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "automl", "automl")
+        assert created.returncode == 0, created.stderr
+        yield f"postgresql://automl@127.0.0.1:{port}/automl"
+    finally:
+        run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 
 import keras
@@ -20,6 +22,7 @@ from automl.space import DefaultSuggester, OptunaSuggester, SearchSpace
 from automl.tracking import Tracker
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial
 
 
 class TimeUp(keras.callbacks.Callback):
@@ -74,6 +77,7 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
         start = time.perf_counter()
         config = space.sample(OptunaSuggester(trial))
         trial.set_user_attr("config", config)
+        trial.set_user_attr("worker", WORKER)
         pruning = [KerasPruningCallback(trial, settings.objective)] if settings.pruner != "none" else []
         pruning += [TimeUp(study, deadline)] if deadline else []
         outcome = run_trial(settings, data, trial.number, config, tracker, parent, live,

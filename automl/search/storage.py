@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 
 from automl.errors import UserError
@@ -23,12 +24,14 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith(RDB_SCHEMES):
         try:
             heartbeat = float(os.environ.get("AUTOML_HEARTBEAT_SECONDS", 30))
-            return RDBStorage(
-                url,
-                heartbeat_interval=max(1, round(heartbeat)),
-                grace_period=max(2, round(4 * heartbeat)),
-                failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
-            )
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    heartbeat_interval=max(1, round(heartbeat)),
+                    grace_period=max(2, round(4 * heartbeat)),
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                )
         except Exception as exc:  # SQLAlchemy reports bad URLs and unreachable servers in many ways
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             raise UserError(f"--storage {url}: cannot open ({reason})") from None

@@ -1,0 +1,103 @@
+"""Many worker processes on one study: local workers on the journal file with recycling, and
+three workers on a real PostgreSQL server, one of them killed mid-trial."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+from automl.search.storage import load_study
+from automl.search.study import FINISHED
+
+from .conftest import ROOT, SPACES
+
+AUTOML = [sys.executable, "-m", "automl.cli"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "AUTOML_HEARTBEAT_SECONDS": "1"}
+
+
+def _runs(tracking_uri: str, experiment: str):
+    client = MlflowClient(tracking_uri)
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=FINISHED)
+
+
+def test_local_workers_share_the_study_and_are_recycled(tmp_path):
+    done = subprocess.run([*AUTOML, "search", "--space", str(SPACES / "quick.yaml"), "--data", "digits",
+                           "--trials", "6", "--epochs", "1", "--workers", "2", "--recycle", "2", "--quiet"],
+                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    started = re.findall(r"worker (\d+): ran \d+ trials", done.stdout)  # each process says so as it exits
+    assert len(started) >= 3 and len(set(started)) == len(started)  # 6 trials, 2 per process: recycled
+    study = load_study("quick-digits", f"journal:{tmp_path}/automl.journal")
+    assert len(_finished(study)) >= 6
+    runs = _runs(f"sqlite:///{tmp_path}/mlflow.db", "quick-digits")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(int(r.data.tags["automl.trial"]) for r in children) == [t.number for t in study.trials]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_three_workers_on_postgres_reach_the_target_though_one_is_killed(tmp_path, postgres_url):
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    store = ["--storage", postgres_url, "--tracking-uri", tracking]
+    search = subprocess.Popen([*AUTOML, "search", "--space", str(SPACES / "quick.yaml"), "--data", "digits",
+                               "--study", "pg", "--trials", "12", "--epochs", "2", "--quiet", *store],
+                              cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    study = None
+    for _ in range(120):  # the study exists once the search has started its first trial
+        try:
+            study = load_study("pg", postgres_url)
+            if "search_settings" in study.user_attrs:
+                break
+        except Exception:
+            pass
+        time.sleep(1)
+    assert study is not None
+    worker = [*AUTOML, "worker", "--study", "pg", *store, "--quiet"]
+    doomed = subprocess.Popen(worker, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    survivor = subprocess.Popen(worker, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    killed_trial = _kill_mid_trial(doomed, study)
+    output, _ = search.communicate(timeout=600)
+    assert search.returncode == 0, output[-3000:]
+    survivor.wait(timeout=600)
+    assert survivor.returncode == 0
+
+    study = load_study("pg", postgres_url)
+    assert len(_finished(study)) >= 12
+    killed = study.trials[killed_trial]
+    assert killed.state == optuna.trial.TrialState.FAIL  # failed by the heartbeat of the others
+    retried = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number]
+    assert retried and retried[0].params == killed.params  # retried once with the same configuration
+    runs = _runs(tracking, "pg")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    killed_runs = [r for r in runs if r.data.tags.get("automl.trial") == str(killed_trial)]
+    assert [r.info.status for r in killed_runs] == ["FAILED"]
+
+
+def _kill_mid_trial(proc: subprocess.Popen, study: optuna.Study) -> int:
+    """SIGKILL ``proc`` one epoch into a trial of its own; returns that trial's number."""
+    me = f"{socket.gethostname()}:{proc.pid}"
+    for _ in range(300):
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        mine = [t.number for t in running if t.user_attrs.get("worker") == me]
+        if mine:
+            time.sleep(2)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return mine[0]
+        time.sleep(0.5)
+    pytest.fail("the worker never started a trial")

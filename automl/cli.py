@@ -114,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--recycle", type=_positive_int, metavar="K",
                         help="replace each worker process after K trials, so memory stays flat")
     search.add_argument("--gpus", type=_gpu_list, metavar="IDS", help="one worker per GPU, e.g. 0,1")
+    search.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU speed)")
+    search.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
 
     worker = commands.add_parser("worker", parents=[common], help="join a search: run trials until its target",
                                  description="Run trials of a search started by automl search, from this or any "
@@ -259,7 +261,7 @@ def cmd_search(args) -> None:
            out=args.out, backend=args.backend, sampler=args.sampler, pruner=args.pruner, trials=args.trials,
            timeout=args.timeout, epochs=args.epochs, seed=args.seed, objective=args.objective,
            image_size=args.image_size, verbose=not args.quiet, workers=args.workers, recycle=args.recycle,
-           gpus=args.gpus)
+           gpus=args.gpus, mixed_precision=args.mixed_precision, jit_compile=args.jit_compile)
 
 
 def cmd_worker(args) -> None:

@@ -17,6 +17,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+DATABASES = ("automl", "mlflow")  # Optuna's and MLflow's tables apart: both keep an alembic_version
+
 
 def _binaries() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
@@ -46,7 +48,8 @@ def _free_port() -> int:
 
 @contextmanager
 def postgres_server():
-    """Yields a SQLAlchemy URL of a fresh database, or a string starting with "skip: "."""
+    """Yields the SQLAlchemy URL of a fresh database ``automl`` (beside it, ``mlflow``), or a
+    string starting with "skip: "."""
     folder = Path(tempfile.mkdtemp(prefix="automl-postgres-"))  # not under pytest's 0700 folders
     try:
         yield from _serve(folder)
@@ -79,8 +82,9 @@ def _serve(folder: Path):
         yield f"skip: PostgreSQL did not start: {start.stderr.strip()[-300:]}"
         return
     try:
-        created = run(str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "automl", "automl")
-        assert created.returncode == 0, created.stderr
-        yield f"postgresql://automl@127.0.0.1:{port}/automl"
+        for database in DATABASES:
+            created = run(str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "automl", database)
+            assert created.returncode == 0, created.stderr
+        yield f"postgresql://automl@127.0.0.1:{port}/{DATABASES[0]}"
     finally:
         run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")

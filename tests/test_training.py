@@ -176,3 +176,17 @@ def test_saved_model_with_custom_schedule_reloads(digits, tmp_path):
     x = digits.x_test[:16]
     np.testing.assert_allclose(loaded.predict(x, verbose=0), result.model.predict(x, verbose=0), atol=1e-6)
     assert type(loaded.optimizer.learning_rate) is not float
+
+
+def test_mixed_precision_and_xla_train_and_leave_the_policy_as_it_was(digits):
+    from automl.search.settings import SearchSettings
+    from automl.search.workers import precision
+
+    config = TrialConfig.model_validate(SearchSpace.load(SPACES / "quick.yaml").default())
+    with precision(SearchSettings(space="quick.yaml", mixed_precision=True)):
+        result = fit(config, digits, epochs=2, jit_compile=True, seed=0)
+    convs = [layer for layer in result.model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(layer.compute_dtype == "float16" for layer in convs)
+    assert result.model.layers[-1].compute_dtype == "float32"  # softmax in float32
+    assert result.metrics["val_accuracy"] > 0.5
+    assert keras.mixed_precision.global_policy().name == "float32"

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import optuna
 import pytest
@@ -49,8 +50,36 @@ def test_local_workers_share_the_study_and_are_recycled(tmp_path):
     assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
-def test_three_workers_on_postgres_reach_the_target_though_one_is_killed(tmp_path, postgres_url):
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+@pytest.fixture
+def mlflow_server(tmp_path, postgres_url):
+    """``mlflow server`` on loopback over the PostgreSQL database ``mlflow``, as docs/distributed.md runs it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend = postgres_url.rsplit("/", 1)[0] + "/mlflow"
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+                             "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1"], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("mlflow server did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_three_workers_on_postgres_reach_the_target_though_one_is_killed(tmp_path, postgres_url, mlflow_server):
+    tracking = mlflow_server
     store = ["--storage", postgres_url, "--tracking-uri", tracking]
     search = subprocess.Popen([*AUTOML, "search", "--space", str(SPACES / "quick.yaml"), "--data", "digits",
                                "--study", "pg", "--trials", "12", "--epochs", "2", "--quiet", *store],

@@ -16,7 +16,7 @@ from automl.search.live import Live
 from automl.search.results import best_trial, print_top_trials
 from automl.search.settings import SearchSettings
 from automl.search.study import finished_count, open_study
-from automl.search.workers import SETTINGS_ATTR, Pool, shared_settings
+from automl.search.workers import SETTINGS_ATTR, Pool, precision, shared_settings
 from automl.space import SearchSpace
 from automl.tracking import Tracker, flatten
 
@@ -62,7 +62,8 @@ def run_search(settings: SearchSettings, data: Dataset | None = None) -> optuna.
         if settings.pooled:
             Pool(settings, study, live.say).run()
         else:
-            optimize(settings, space, data, study, tracker, parent, live)
+            with precision(settings):
+                optimize(settings, space, data, study, tracker, parent, live)
         if settings.log_model and (best := best_trial(study)) is not None:
             tracker.log_best_model(parent, best.user_attrs["model_path"], best.number)
         status = "FINISHED"

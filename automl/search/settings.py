@@ -34,6 +34,8 @@ class SearchSettings:
     workers: int = 1
     recycle: int | None = None
     gpus: list[str] | None = None
+    mixed_precision: bool = False  # float16 compute, float32 weights (the output layer stays float32)
+    jit_compile: bool = False  # XLA-compile every train step
     # How a recipe stage runs a search (automl tune): the MLflow experiment and run to nest
     # under, the parent run's name and tags, whether to log the best model there, and the
     # parameter values of the first trials (default: the space's default configuration).

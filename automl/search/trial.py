@@ -81,7 +81,7 @@ def run_trial(
         callbacks = [MlflowEpochs(run), *live.epoch_callbacks(number, epochs), *pruning]
         try:
             result = fit(validated, data, callbacks=callbacks, epochs=epochs, objective=settings.objective,
-                         seed=settings.seed + number)
+                         seed=settings.seed + number, jit_compile=settings.jit_compile or "auto")
         except pruned_errors as exc:
             outcome = Outcome("PRUNED", pruned=exc)
         except Exception as exc:  # the trial fails alone; the search goes on

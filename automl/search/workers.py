@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import optuna
 
@@ -32,7 +33,7 @@ SETTINGS_ATTR = "search_settings"
 # What a worker takes from the study; storage and MLflow come from its own command line, so
 # each machine can reach them by its own address.
 SHARED = ("space", "data", "study", "experiment", "out", "backend", "sampler", "pruner", "trials", "epochs", "seed",
-          "objective", "image_size")
+          "objective", "image_size", "mixed_precision", "jit_compile")
 
 
 def shared_settings(settings: SearchSettings) -> dict:
@@ -78,10 +79,25 @@ def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, s
     tracker = Tracker(settings.tracking_uri, settings.experiment)
     parent = study.user_attrs[PARENT_ATTR]
     try:
-        return optimize(settings, space, data, study, tracker, parent, live)
+        with precision(settings):
+            return optimize(settings, space, data, study, tracker, parent, live)
     finally:  # the runs of trials whose worker died (failed by Optuna's heartbeat) are closed too
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         tracker.close_stale_children(parent, alive=[t.number for t in running])
+
+
+@contextmanager
+def precision(settings: SearchSettings):
+    """The Keras dtype policy of this process while its trials run: mixed_float16 if asked for."""
+    import keras
+
+    before = keras.mixed_precision.global_policy()
+    if settings.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
 
 
 def pin_gpu(gpu: str) -> None:

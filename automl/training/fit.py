@@ -72,6 +72,7 @@ def fit(
     objective: str = "val_accuracy",
     seed: int | None = None,
     verbose: int = 0,
+    jit_compile: bool | str = "auto",
 ) -> TrialResult:
     """Build, compile and train ``config``; keep the best epoch's weights (by ``objective``).
 
@@ -89,6 +90,7 @@ def fit(
         optimizer=make_optimizer(t.optimizer, learning_rate(t, steps, epochs)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.regularization.label_smoothing),
         metrics=["accuracy"],
+        jit_compile=jit_compile,  # XLA: True compiles the train step, "auto" lets Keras decide
     )
     y_train = keras.utils.to_categorical(data.y_train, data.num_classes)
     y_val = keras.utils.to_categorical(data.y_val, data.num_classes)

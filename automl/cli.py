@@ -270,7 +270,8 @@ def cmd_worker(args) -> None:
 
     ran = run_worker(args.study, defaults.storage_url(args.storage), defaults.tracking_uri(args.tracking_uri),
                      seed=args.seed, recycle=args.recycle, timeout=args.timeout, gpu=args.gpu, verbose=not args.quiet)
-    print(f"worker {os.getpid()}: ran {ran} trials of {args.study}", flush=True)
+    where = f" on GPU {args.gpu}" if args.gpu is not None else ""
+    print(f"worker {os.getpid()}{where}: ran {ran} trials of {args.study}", flush=True)
 
 
 def cmd_tune(args) -> None:

@@ -33,13 +33,15 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=FINISHED)
 
 
-def test_local_workers_share_the_study_and_are_recycled(tmp_path):
+def test_local_workers_one_per_gpu_share_the_study_and_are_recycled(tmp_path):
+    """--gpus 0,1 pins one worker to each GPU (here, with none, they train on the CPU)."""
     done = subprocess.run([*AUTOML, "search", "--space", str(SPACES / "quick.yaml"), "--data", "digits",
-                           "--trials", "6", "--epochs", "1", "--workers", "2", "--recycle", "2", "--quiet"],
+                           "--trials", "6", "--epochs", "1", "--gpus", "0,1", "--recycle", "2", "--quiet"],
                           cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    started = re.findall(r"worker (\d+): ran \d+ trials", done.stdout)  # each process says so as it exits
-    assert len(started) >= 3 and len(set(started)) == len(started)  # 6 trials, 2 per process: recycled
+    ended = re.findall(r"worker (\d+) on GPU (\d): ran \d+ trials", done.stdout)  # each says so as it exits
+    assert len(ended) >= 3 and len({pid for pid, _ in ended}) == len(ended)  # 6 trials, 2 per process: recycled
+    assert {gpu for _, gpu in ended} == {"0", "1"}
     study = load_study("quick-digits", f"journal:{tmp_path}/automl.journal")
     assert len(_finished(study)) >= 6
     runs = _runs(f"sqlite:///{tmp_path}/mlflow.db", "quick-digits")
@@ -130,3 +132,23 @@ def _kill_mid_trial(proc: subprocess.Popen, study: optuna.Study) -> int:
             return mine[0]
         time.sleep(0.5)
     pytest.fail("the worker never started a trial")
+
+
+def test_ctrl_c_stops_every_worker_cleanly_and_the_same_command_resumes(tmp_path):
+    command = [*AUTOML, "search", "--space", str(SPACES / "quick.yaml"), "--data", "digits", "--trials", "5",
+               "--epochs", "3", "--workers", "2"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    for line in proc.stdout:  # Ctrl-C, as a terminal sends it to the whole group, once both train
+        if line.startswith("  trial") and "epoch 1/" in line:
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    study = load_study("quick-digits", f"journal:{tmp_path}/automl.journal")
+    assert not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    assert not [r for r in _runs(f"sqlite:///{tmp_path}/mlflow.db", "quick-digits") if r.info.status == "RUNNING"]
+
+    resumed = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(_finished(load_study("quick-digits", f"journal:{tmp_path}/automl.journal"))) >= 5

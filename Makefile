@@ -21,11 +21,11 @@ search: $(STAMP)
 	$(BIN)/automl search --space search_spaces/quick.yaml --data digits --trials 8 --epochs 5
 
 test: $(STAMP)
-	$(BIN)/ruff check automl tests
+	$(BIN)/ruff check automl tests benchmarks
 	$(BIN)/python -m pytest -n 2 --durations=10
 
 lint: $(STAMP)
-	$(BIN)/ruff check automl tests
+	$(BIN)/ruff check automl tests benchmarks
 
 clean:
 	rm -rf $(VENV) automl-out .pytest_cache

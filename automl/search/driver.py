@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import optuna
 
@@ -64,8 +65,13 @@ def run_search(settings: SearchSettings, data: Dataset | None = None) -> optuna.
         else:
             with precision(settings):
                 optimize(settings, space, data, study, tracker, parent, live)
-        if settings.log_model and (best := best_trial(study)) is not None:
-            tracker.log_best_model(parent, best.user_attrs["model_path"], best.number)
+        best = best_trial(study)
+        if settings.log_model and best is not None:
+            if Path(best.user_attrs["model_path"]).is_file():
+                tracker.log_best_model(parent, best.user_attrs["model_path"], best.number)
+            else:  # trained by a worker on another machine, whose --out this one cannot see
+                live.say(f"best trial {best.number}'s model is on {best.user_attrs.get('worker', 'another machine')}: "
+                         f"not logged to MLflow from here")
         status = "FINISHED"
     except Exception:
         status = "FAILED"

@@ -6,8 +6,10 @@ outcome, so both backends share this code.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 
@@ -103,9 +105,18 @@ def run_trial(
     return outcome
 
 
+def resident_mb() -> float | None:
+    """This process's resident memory now (Linux): how memory grows across a worker's trials."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
 def trial_attrs(settings: SearchSettings, number: int, outcome: Outcome, seconds: float) -> dict:
     """What a study keeps of a trial for export and `automl trials`."""
-    attrs = {"trial_seconds": round(seconds, 3), "mlflow_run_id": outcome.run_id}
+    attrs = {"trial_seconds": round(seconds, 3), "mlflow_run_id": outcome.run_id, "rss_mb": resident_mb()}
     if outcome.reason:
         attrs["fail_reason"] = outcome.reason
     if outcome.result is not None:

@@ -1,0 +1,129 @@
+"""Workers benchmark: throughput with 1 and 2 local workers, storage overhead per trial, and
+memory growth per trial with and without recycling. Prints tables, writes JSON.
+
+    .venv/bin/python benchmarks/workers.py [--out benchmarks/results/workers.json] [--quick]
+
+Run it on a quiet machine: it measures wall time. PostgreSQL rows need the server binaries
+(see tests/postgres.py); they are skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests/postgres.py starts the throw-away server
+
+SPACE = str(ROOT / "search_spaces" / "quick.yaml")
+AUTOML = [sys.executable, "-m", "automl.cli"]
+
+
+def search(folder: Path, *args: str) -> float:
+    """Run ``automl search`` in ``folder``; returns the wall seconds."""
+    start = time.perf_counter()
+    subprocess.run([*AUTOML, "search", "--space", SPACE, "--data", "digits", "--quiet", *args], cwd=folder,
+                   check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return time.perf_counter() - start
+
+
+def finished(folder: Path, study: str = "quick-digits") -> list[optuna.trial.FrozenTrial]:
+    from automl.search.storage import load_study
+    from automl.search.study import FINISHED
+
+    return load_study(study, f"journal:{folder}/automl.journal").get_trials(states=FINISHED)
+
+
+def throughput(trials: int, epochs: int) -> list[dict]:
+    rows = []
+    for label, extra in (("1 process (in-process)", []), ("2 workers", ["--workers", "2"])):
+        with tempfile.TemporaryDirectory() as tmp:
+            seconds = search(Path(tmp), "--trials", str(trials), "--epochs", str(epochs), *extra)
+            done = len(finished(Path(tmp)))
+        rows.append({"run": label, "trials": done, "seconds": round(seconds, 1),
+                     "trials_per_minute": round(60 * done / seconds, 2)})
+    return rows
+
+
+def storage_overhead(trials: int, epochs: int) -> list[dict]:
+    """What the storage costs a trial, without training: ask, the attributes a trial sets, one
+    intermediate value per epoch, tell."""
+    from automl.search.storage import open_storage
+    from tests.postgres import postgres_server
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, postgres_server() as pg:
+        urls = {"journal file": f"journal:{tmp}/bench.journal", "SQLite": f"sqlite:///{tmp}/bench.db",
+                "PostgreSQL": pg}
+        for name, url in urls.items():
+            if url.startswith("skip: "):
+                rows.append({"storage": name, "ms_per_trial": None, "note": url})
+                continue
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            study = optuna.create_study(study_name="bench", storage=open_storage(url), direction="maximize")
+            start = time.perf_counter()
+            for _ in range(trials):
+                trial = study.ask()
+                trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+                trial.suggest_categorical("family", ["vgg", "resnet"])
+                trial.set_user_attr("config", {"model": {"stages": [{"family": "vgg", "filters": 32}]}})
+                for epoch in range(epochs):
+                    trial.report(0.5 + epoch / 100, epoch)
+                    trial.should_prune()
+                for key in ("model_path", "metrics", "history", "worker"):
+                    trial.set_user_attr(key, {"value": 1.0})
+                study.tell(trial, 0.9)
+            rows.append({"storage": name, "ms_per_trial": round(1000 * (time.perf_counter() - start) / trials, 1)})
+    return rows
+
+
+def memory(trials: int, recycle: int) -> list[dict]:
+    rows = []
+    for label, extra in (("in-process", []), (f"recycled every {recycle}", ["--recycle", str(recycle)])):
+        with tempfile.TemporaryDirectory() as tmp:
+            search(Path(tmp), "--trials", str(trials), "--epochs", "1", *extra)
+            done = sorted(finished(Path(tmp)), key=lambda t: t.datetime_complete)
+            rss = [t.user_attrs["rss_mb"] for t in done if t.user_attrs.get("rss_mb")]
+            workers = {t.user_attrs.get("worker") for t in done}
+        slope = float(np.polyfit(np.arange(len(rss)), rss, 1)[0]) if len(rss) > 2 else None
+        rows.append({"run": label, "trials": len(done), "processes": len(workers), "rss_first_mb": rss[0],
+                     "rss_last_mb": rss[-1], "rss_max_mb": max(rss), "growth_mb_per_trial": round(slope, 2)})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    import pandas as pd
+
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "workers.json"))
+    parser.add_argument("--quick", action="store_true", help="fewer trials (a smoke run, not for figures)")
+    args = parser.parse_args()
+    n = 4 if args.quick else 1
+    results = {
+        "throughput": throughput(trials=24 // n, epochs=2),
+        "storage_overhead": storage_overhead(trials=200 // n, epochs=5),
+        "memory": memory(trials=50 // n, recycle=10 // n),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    }
+    for name in ("throughput", "storage_overhead", "memory"):
+        print(f"\n## {name}\n\n{table(results[name])}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -45,6 +45,7 @@ def _positive(kind: type):
 
 
 _input_shape, _image_size = _sizes("H,W,C", "32,32,3"), _sizes("H,W", "64,64")
+_positive_int, _positive_float = _positive(int), _positive(float)
 
 
 def _gpu_list(text: str) -> list[str]:
@@ -52,7 +53,6 @@ def _gpu_list(text: str) -> list[str]:
     if not all(i.strip().isdigit() for i in ids) or len(set(ids)) != len(ids):
         raise argparse.ArgumentTypeError(f"expected distinct GPU numbers separated by commas (e.g. 0,1), got '{text}'")
     return [i.strip() for i in ids]
-_positive_int, _positive_float = _positive(int), _positive(float)
 
 
 def _data_arguments(parser: argparse.ArgumentParser) -> None:

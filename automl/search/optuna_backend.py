@@ -65,7 +65,8 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
     """Run trials in this process until the study's target (or the timeout); returns how many ran."""
     # A resumed search must not replay the seeded sampler's first suggestions.
     expected = settings.trials or 100  # a search bounded by time only: plan for many trials
-    study.sampler = make_sampler(settings.sampler, settings.seed + len(study.trials), expected)
+    seed = settings.sampler_seed if settings.sampler_seed is not None else settings.seed + len(study.trials)
+    study.sampler = make_sampler(settings.sampler, seed, expected)
     study.pruner = make_pruner(settings.pruner, settings.epochs)
     guard = FailureGuard(limit=max(5, settings.trials // 2) if settings.trials else 5)
     deadline = time.perf_counter() + settings.timeout if settings.timeout else None

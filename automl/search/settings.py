@@ -34,6 +34,7 @@ class SearchSettings:
     workers: int = 1
     recycle: int | None = None
     gpus: list[str] | None = None
+    sampler_seed: int | None = None  # a worker's own (default: seed + trials so far)
     mixed_precision: bool = False  # float16 compute, float32 weights (the output layer stays float32)
     jit_compile: bool = False  # XLA-compile every train step
     # How a recipe stage runs a search (automl tune): the MLflow experiment and run to nest

@@ -51,8 +51,10 @@ def worker_settings(study: optuna.Study, storage: str, tracking_uri: str | None,
     if seed is None:  # distinct per machine and process, so workers do not propose the same trials
         seed = int(hashlib.sha256(f"{socket.gethostname()}:{os.getpid()}".encode()).hexdigest()[:7], 16)
     image_size = tuple(stored["image_size"]) if stored["image_size"] else None
-    return SearchSettings(**{**stored, "image_size": image_size, "seed": seed}, storage=storage,
-                          tracking_uri=tracking_uri, recycle=recycle, timeout=timeout, verbose=verbose)
+    # The search's own seed stays: data splits and each trial's training seed do not depend on
+    # which worker runs it.
+    return SearchSettings(**{**stored, "image_size": image_size}, storage=storage, tracking_uri=tracking_uri,
+                          sampler_seed=seed, recycle=recycle, timeout=timeout, verbose=verbose)
 
 
 def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, seed: int | None = None,
@@ -74,7 +76,7 @@ def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, s
     if finished_count(study) >= settings.trials:
         return 0
     space = SearchSpace.load(settings.space)
-    data = load_dataset(settings.data, seed=study.user_attrs[SETTINGS_ATTR]["seed"], image_size=settings.image_size)
+    data = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
     live = Live(settings.trials, settings.objective, settings.direction, settings.verbose)
     tracker = Tracker(settings.tracking_uri, settings.experiment)
     parent = study.user_attrs[PARENT_ATTR]

@@ -14,12 +14,12 @@ from pathlib import Path
 import optuna
 
 from automl import settings as defaults
-from automl.search.settings import SearchSettings
+from automl.hpo.settings import SearchSettings
 
 
 def search(space: str, data: str = "digits", **options) -> optuna.Study:
     """Run (or resume) a search; options are the fields of SearchSettings (trials, epochs, backend...)."""
-    from automl.search.driver import run_search
+    from automl.hpo.driver import run_search
 
     return run_search(SearchSettings(space=str(space), data=str(data), **options))
 
@@ -42,8 +42,8 @@ def report(study: str, out: str | Path | None = None, storage: str | None = None
 
 def trials(study: str, storage: str | None = None):
     """All trials of a study as a pandas DataFrame."""
-    from automl.search.results import trials_frame
-    from automl.search.storage import load_study
+    from automl.hpo.results import trials_frame
+    from automl.hpo.storage import load_study
 
     return trials_frame(load_study(study, defaults.storage_url(storage)))
 

@@ -266,7 +266,7 @@ def cmd_search(args) -> None:
 
 def cmd_worker(args) -> None:
     from automl import settings as defaults
-    from automl.search.workers import run_worker
+    from automl.hpo.workers import run_worker
 
     ran = run_worker(args.study, defaults.storage_url(args.storage), defaults.tracking_uri(args.tracking_uri),
                      seed=args.seed, recycle=args.recycle, timeout=args.timeout, gpu=args.gpu, verbose=not args.quiet)

@@ -13,8 +13,8 @@ from importlib import metadata
 from pathlib import Path
 
 from automl.errors import UserError
-from automl.search.results import best_trial
-from automl.search.storage import load_study
+from automl.hpo.results import best_trial
+from automl.hpo.storage import load_study
 
 METADATA = "automl.json"
 

@@ -37,8 +37,8 @@ def search(folder: Path, *args: str) -> float:
 
 
 def finished(folder: Path, study: str = "quick-digits") -> list[optuna.trial.FrozenTrial]:
-    from automl.search.storage import load_study
-    from automl.search.study import FINISHED
+    from automl.hpo.storage import load_study
+    from automl.hpo.study import FINISHED
 
     return load_study(study, f"journal:{folder}/automl.journal").get_trials(states=FINISHED)
 
@@ -57,7 +57,7 @@ def throughput(trials: int, epochs: int) -> list[dict]:
 def storage_overhead(trials: int, epochs: int) -> list[dict]:
     """What the storage costs a trial, without training: ask, the attributes a trial sets, one
     intermediate value per epoch, tell."""
-    from automl.search.storage import open_storage
+    from automl.hpo.storage import open_storage
     from tests.postgres import postgres_server
 
     rows = []

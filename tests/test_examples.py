@@ -14,3 +14,11 @@ def test_python_api_example_runs():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert sum(line.startswith("trial ") for line in lines) == 2 and lines[-1].startswith("best: trial")
+
+
+def test_the_api_functions_stay_callable_once_the_internals_are_imported():
+    import automl
+    import automl.hpo.driver  # noqa: F401  (a subpackage named like an API function would replace it)
+    import automl.recipe.tune  # noqa: F401
+
+    assert all(callable(getattr(automl, name)) for name in automl.API)

@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from automl.errors import UserError
-from automl.search.strategies import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from automl.hpo.strategies import PRUNERS, SAMPLERS, make_pruner, make_sampler
 
 
 @pytest.mark.parametrize("name", SAMPLERS)
@@ -33,7 +33,7 @@ def test_short_searches_start_tpe_early():
 def test_a_search_past_its_timeout_prunes_the_running_trial_once_one_has_completed():
     import time
 
-    from automl.search.optuna_backend import TimeUp
+    from automl.hpo.optuna_backend import TimeUp
 
     study = optuna.create_study(direction="maximize")
     past = TimeUp(study, deadline=time.perf_counter() - 1)

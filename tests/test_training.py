@@ -179,8 +179,8 @@ def test_saved_model_with_custom_schedule_reloads(digits, tmp_path):
 
 
 def test_mixed_precision_and_xla_train_and_leave_the_policy_as_it_was(digits):
-    from automl.search.settings import SearchSettings
-    from automl.search.workers import precision
+    from automl.hpo.settings import SearchSettings
+    from automl.hpo.workers import precision
 
     config = TrialConfig.model_validate(SearchSpace.load(SPACES / "quick.yaml").default())
     with precision(SearchSettings(space="quick.yaml", mixed_precision=True)):

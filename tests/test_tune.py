@@ -15,9 +15,9 @@ from mlflow import MlflowClient
 from sklearn.datasets import load_digits
 
 from automl.cli import main
+from automl.hpo.storage import load_study
 from automl.recipe.budget import STAGES
 from automl.recipe.tune import RECORD_PREFIX
-from automl.search.storage import load_study
 
 from .conftest import ROOT, SPACES
 

@@ -17,10 +17,10 @@ import pandas as pd
 
 from automl import plots
 from automl.errors import UserError
+from automl.hpo.results import best_trial, top_trials
+from automl.hpo.storage import load_study
 from automl.recipe.budget import STAGES
 from automl.recipe.tune import RECORD_PREFIX
-from automl.search.results import best_trial, top_trials
-from automl.search.storage import load_study
 
 FILES = "report_files"
 

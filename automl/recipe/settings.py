@@ -6,10 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from automl import settings as defaults
+from automl.hpo.settings import OBJECTIVE_DIRECTIONS
 from automl.recipe.budget import STAGES
-from automl.search.settings import OBJECTIVE_DIRECTIONS
-
-SEARCH_TRIALS = 10_000  # the coarse and refine searches end by their share of the budget, not a count
 
 
 @dataclass

@@ -19,15 +19,15 @@ from automl import plots
 from automl.config import TrialConfig
 from automl.errors import SpaceError
 from automl.export import export_study
+from automl.hpo.driver import PARENT_ATTR, run_search
+from automl.hpo.results import best_trial
+from automl.hpo.settings import SearchSettings
+from automl.hpo.storage import load_study
+from automl.hpo.trial import MlflowEpochs, describe
 from automl.recipe import adjust
 from automl.recipe.checks import Finding, check_initial_loss, check_overfit, lr_range_test
 from automl.recipe.final import train_final
 from automl.recipe.tune import StageResult, Tune
-from automl.search.driver import PARENT_ATTR, run_search
-from automl.search.results import best_trial
-from automl.search.settings import SearchSettings
-from automl.search.storage import load_study
-from automl.search.trial import MlflowEpochs, describe
 from automl.space import FixedSuggester, SearchSpace
 from automl.space.params import label
 from automl.training.progress import EpochPrinter

@@ -23,11 +23,11 @@ import optuna
 
 from automl.data import Dataset, load_dataset
 from automl.errors import RecipeStopped
+from automl.hpo.driver import PARENT_ATTR
+from automl.hpo.live import Live
+from automl.hpo.study import open_named_study
 from automl.recipe.budget import STAGES, Budget
 from automl.recipe.settings import TuneSettings
-from automl.search.driver import PARENT_ATTR
-from automl.search.live import Live
-from automl.search.study import open_named_study
 from automl.space import SearchSpace
 from automl.tracking import Tracker, flatten
 

@@ -13,11 +13,11 @@ from optuna_integration import KerasPruningCallback
 
 from automl.data import Dataset
 from automl.errors import SearchStopped
-from automl.search.live import Live
-from automl.search.settings import SearchSettings
-from automl.search.strategies import make_pruner, make_sampler
-from automl.search.study import FINISHED, finished_count
-from automl.search.trial import run_trial, trial_attrs
+from automl.hpo.live import Live
+from automl.hpo.settings import SearchSettings
+from automl.hpo.strategies import make_pruner, make_sampler
+from automl.hpo.study import FINISHED, finished_count
+from automl.hpo.trial import run_trial, trial_attrs
 from automl.space import DefaultSuggester, OptunaSuggester, SearchSpace
 from automl.tracking import Tracker
 
@@ -52,6 +52,15 @@ class FailureGuard:
             self.in_a_row = 0
 
 
+def halved_batch(space: SearchSpace, config: dict) -> dict | None:
+    """``config`` with half its batch size, where the space offers that size; else None."""
+    batch = config["training"]["batch_size"]
+    param = next((p for p in space.params if p.name == "training.batch_size"), None)
+    if batch < 2 or param is None or not param.contains(batch // 2):
+        return None
+    return {**config, "training": {**config["training"], "batch_size": batch // 2}}
+
+
 def enqueue_first_trials(settings: SearchSettings, space: SearchSpace, study: optuna.Study) -> None:
     """Known-reasonable first trials of a new study: the space's default configuration, or the given ones."""
     if not study.trials:
@@ -83,6 +92,15 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
         pruning += [TimeUp(study, deadline)] if deadline else []
         outcome = run_trial(settings, data, trial.number, config, tracker, parent, live,
                             finished=finished_count(study), pruning=pruning, pruned_errors=(optuna.TrialPruned,))
+        smaller = halved_batch(space, config) if (outcome.reason or "").startswith("oom") else None
+        if smaller is not None:  # once, with half the batch: the configuration may fit then
+            live.say(f"trial {trial.number} ran out of memory at batch {config['training']['batch_size']}; "
+                     f"retrying with batch {smaller['training']['batch_size']}")
+            trial.set_user_attr("oom_batch_size", config["training"]["batch_size"])
+            config = smaller
+            trial.set_user_attr("config", config)
+            outcome = run_trial(settings, data, trial.number, config, tracker, parent, live,
+                                finished=finished_count(study), pruning=pruning, pruned_errors=(optuna.TrialPruned,))
         for key, value in trial_attrs(settings, trial.number, outcome, time.perf_counter() - start).items():
             trial.set_user_attr(key, value)
         if outcome.pruned is not None:

@@ -29,7 +29,7 @@ class SearchSettings:
     objective: str = "val_accuracy"
     image_size: tuple[int, int] | None = None
     verbose: bool = True
-    # Worker processes (automl/search/workers.py): how many, trials per process before it is
+    # Worker processes (automl/hpo/workers.py): how many, trials per process before it is
     # replaced (None: one process runs to the end), the GPUs to pin them to (one worker each).
     workers: int = 1
     recycle: int | None = None

@@ -25,9 +25,9 @@ from contextlib import contextmanager
 import optuna
 
 from automl.errors import SearchStopped, UserError
-from automl.search.settings import SearchSettings
-from automl.search.storage import load_study
-from automl.search.study import finished_count
+from automl.hpo.settings import SearchSettings
+from automl.hpo.storage import load_study
+from automl.hpo.study import finished_count
 
 SETTINGS_ATTR = "search_settings"
 # What a worker takes from the study; storage and MLflow come from its own command line, so
@@ -64,9 +64,9 @@ def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, s
     if gpu is not None:
         pin_gpu(gpu)
     from automl.data import load_dataset
-    from automl.search.driver import PARENT_ATTR
-    from automl.search.live import Live
-    from automl.search.optuna_backend import optimize
+    from automl.hpo.driver import PARENT_ATTR
+    from automl.hpo.live import Live
+    from automl.hpo.optuna_backend import optimize
     from automl.space import SearchSpace
     from automl.tracking import Tracker
 

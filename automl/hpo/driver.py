@@ -13,11 +13,11 @@ from pathlib import Path
 import optuna
 
 from automl.data import Dataset, load_dataset
-from automl.search.live import Live
-from automl.search.results import best_trial, print_top_trials
-from automl.search.settings import SearchSettings
-from automl.search.study import finished_count, open_study
-from automl.search.workers import SETTINGS_ATTR, Pool, precision, shared_settings
+from automl.hpo.live import Live
+from automl.hpo.results import best_trial, print_top_trials
+from automl.hpo.settings import SearchSettings
+from automl.hpo.study import finished_count, open_study
+from automl.hpo.workers import SETTINGS_ATTR, Pool, precision, shared_settings
 from automl.space import SearchSpace
 from automl.tracking import Tracker, flatten
 
@@ -55,11 +55,11 @@ def run_search(settings: SearchSettings, data: Dataset | None = None) -> optuna.
     status, start = "KILLED", time.perf_counter()
     try:
         if settings.backend == "optuna":
-            from automl.search.optuna_backend import enqueue_first_trials, optimize
+            from automl.hpo.optuna_backend import enqueue_first_trials, optimize
 
             enqueue_first_trials(settings, space, study)
         else:
-            from automl.search.keras_tuner_backend import optimize
+            from automl.hpo.keras_tuner_backend import optimize
         if settings.pooled:
             Pool(settings, study, live.say).run()
         else:

@@ -16,8 +16,8 @@ import keras
 from automl.config import TrialConfig
 from automl.data import Dataset
 from automl.errors import ArchitectureError, TrialFailed
-from automl.search.live import Live
-from automl.search.settings import SearchSettings
+from automl.hpo.live import Live
+from automl.hpo.settings import SearchSettings
 from automl.tracking import Tracker, TrialRun
 from automl.training.fit import TrialResult, fit
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pandas as pd
 
-from automl.search.live import Live
+from automl.hpo.live import Live
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

@@ -10,8 +10,8 @@ import optuna
 
 from automl.data import Dataset
 from automl.errors import UserError
-from automl.search.settings import SearchSettings
-from automl.search.storage import open_storage
+from automl.hpo.settings import SearchSettings
+from automl.hpo.storage import open_storage
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 

@@ -17,10 +17,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from automl.data import Dataset
 from automl.errors import UserError
-from automl.search.live import Live
-from automl.search.settings import SearchSettings
-from automl.search.study import finished_count
-from automl.search.trial import run_trial, trial_attrs
+from automl.hpo.live import Live
+from automl.hpo.settings import SearchSettings
+from automl.hpo.study import finished_count
+from automl.hpo.trial import run_trial, trial_attrs
 from automl.space import OptunaSuggester, Param, SearchSpace
 from automl.space.params import label
 from automl.tracking import Tracker

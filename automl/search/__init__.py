@@ -1,1 +1,0 @@
-"""Searches: Optuna studies (storage, samplers, pruners) and the KerasTuner backend."""

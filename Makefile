@@ -22,7 +22,7 @@ search: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check automl tests benchmarks
-	$(BIN)/python -m pytest -n 2 --dist loadscope --durations=10  # loadscope: module fixtures run once
+	$(BIN)/python -m pytest -n 2 --durations=10
 
 lint: $(STAMP)
 	$(BIN)/ruff check automl tests benchmarks

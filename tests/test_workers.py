@@ -178,3 +178,15 @@ def test_a_trial_out_of_memory_is_retried_once_with_half_the_batch(tmp_path, mon
     states = sorted((r.data.tags["automl.state"], r.data.tags.get("automl.fail_reason", "")[:4]) for r in runs
                     if "automl.trial" in r.data.tags)
     assert states == [("COMPLETE", ""), ("FAIL", "oom:")]
+
+
+def test_a_worker_for_a_study_that_is_not_a_search_exits_2_in_one_line(tmp_path, capsys):
+    from automl.cli import main
+
+    storage = f"journal:{tmp_path}/j.journal"
+    optuna.create_study(study_name="plain", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(f"{tmp_path}/j.journal")))
+    assert main(["worker", "--study", "plain", "--storage", storage]) == 2
+    assert main(["worker", "--study", "missing", "--storage", storage]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "not a search study" in err[0] and "no such study" in err[1]

@@ -48,6 +48,9 @@ def worker_settings(study: optuna.Study, storage: str, tracking_uri: str | None,
                         f"automl search first")
     if stored["backend"] != "optuna":
         raise UserError(f"--study {study.study_name}: workers run Optuna searches; this one is {stored['backend']}")
+    if stored["trials"] is None:  # e.g. a tune's coarse search: it ends when its tune says so
+        raise UserError(f"--study {study.study_name}: this search ends by time, not at a number of trials; "
+                        f"workers join searches started with --trials")
     if seed is None:  # distinct per machine and process, so workers do not propose the same trials
         seed = int(hashlib.sha256(f"{socket.gethostname()}:{os.getpid()}".encode()).hexdigest()[:7], 16)
     image_size = tuple(stored["image_size"]) if stored["image_size"] else None

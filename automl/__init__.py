@@ -1,6 +1,6 @@
 """automl: search Keras CNN architectures and hyperparameters from YAML spaces, tracked in MLflow."""
 
-API = ("search", "tune", "report", "trials", "export", "predict")
+API = ("search", "create_study", "tune", "report", "trials", "export", "predict")
 
 
 def __getattr__(name: str):

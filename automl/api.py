@@ -24,6 +24,14 @@ def search(space: str, data: str = "digits", **options) -> optuna.Study:
     return run_search(SearchSettings(space=str(space), data=str(data), **options))
 
 
+def create_study(space: str, data: str = "digits", **options) -> tuple[optuna.Study, bool]:
+    """Create a search for workers (``automl worker``) to run, running no trial; options as for
+    ``search``. Returns the study and whether it is new."""
+    from automl.hpo.driver import create_search
+
+    return create_search(SearchSettings(space=str(space), data=str(data), **options))
+
+
 def tune(space: str, data: str = "digits", **options) -> optuna.Study:
     """Run (or resume) the staged tuning recipe; options are the fields of TuneSettings (budget, seed...).
     Returns the tune's study, whose one trial is the final model."""

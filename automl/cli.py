@@ -69,6 +69,24 @@ def _store_arguments(parser: argparse.ArgumentParser, study: str = "<space>-<dat
     parser.add_argument("--out", metavar="DIR", help="trial models (default: automl-out)")
 
 
+def _search_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a search is: the space, data, storage, sampler, target; shared by search and study create."""
+    parser.add_argument("--space", required=True, metavar="FILE")
+    _data_arguments(parser)
+    _store_arguments(parser)
+    parser.add_argument("--sampler", metavar="NAME",
+                        help="optuna: tpe (default), random, cmaes, gp; keras-tuner: bayesian (default), random, "
+                             "hyperband")
+    parser.add_argument("--pruner", default="hyperband", metavar="NAME",
+                        help="optuna: hyperband (default), median, successive-halving, none")
+    parser.add_argument("--trials", type=_positive_int, default=20, help="target of finished trials in the study")
+    parser.add_argument("--epochs", type=_positive_int, help="per trial (default: each configuration's epochs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--objective", choices=("val_accuracy", "val_loss"), default="val_accuracy")
+    parser.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU speed)")
+    parser.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
+
+
 def _parser() -> argparse.ArgumentParser:
     # --debug is accepted before or after the command; SUPPRESS keeps a subcommand from resetting it
     common = argparse.ArgumentParser(add_help=False)
@@ -92,35 +110,30 @@ def _parser() -> argparse.ArgumentParser:
     params.add_argument("--classes", type=_positive_int, required=True, metavar="K")
 
     search = commands.add_parser("search", parents=[common], help="search a space on a data set")
-    search.add_argument("--space", required=True, metavar="FILE")
-    _data_arguments(search)
-    _store_arguments(search)
+    _search_arguments(search)
     search.add_argument("--backend", choices=("optuna", "keras-tuner"), default="optuna")
-    search.add_argument("--sampler", metavar="NAME",
-                        help="optuna: tpe (default), random, cmaes, gp; keras-tuner: bayesian (default), random, "
-                             "hyperband")
-    search.add_argument("--pruner", default="hyperband", metavar="NAME",
-                        help="optuna: hyperband (default), median, successive-halving, none")
-    search.add_argument("--trials", type=_positive_int, default=20, help="target of finished trials in the study")
     search.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
                         help="wall-time bound of this run: no trial starts after it, and the running one is pruned "
                              "(once a trial has completed)")
-    search.add_argument("--epochs", type=_positive_int, help="per trial (default: each configuration's epochs)")
-    search.add_argument("--seed", type=int, default=0)
-    search.add_argument("--objective", choices=("val_accuracy", "val_loss"), default="val_accuracy")
     search.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     search.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                         help="worker processes sharing the study (default 1: trials run in this process)")
     search.add_argument("--recycle", type=_positive_int, metavar="K",
                         help="replace each worker process after K trials, so memory stays flat")
     search.add_argument("--gpus", type=_gpu_list, metavar="IDS", help="one worker per GPU, e.g. 0,1")
-    search.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU speed)")
-    search.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
+
+    study = commands.add_parser("study", help="manage studies").add_subparsers(dest="action", required=True)
+    create = study.add_parser("create", parents=[common], help="create a search for automl worker to run",
+                              description="Create a search's study and its MLflow run, and run no trial: start "
+                                          "automl worker on any machine to run its trials. Running it again on "
+                                          "the same study keeps its trials (and may change its target).")
+    _search_arguments(create)
 
     worker = commands.add_parser("worker", parents=[common], help="join a search: run trials until its target",
-                                 description="Run trials of a search started by automl search, from this or any "
-                                             "machine that reaches the storage (PostgreSQL or MySQL across "
-                                             "machines). Any number of workers may join.")
+                                 description="Run trials of a search started by automl search or automl study "
+                                             "create, from this or any machine that reaches the storage "
+                                             "(PostgreSQL or MySQL across machines). Any number of workers may "
+                                             "join.")
     worker.add_argument("--study", required=True, metavar="NAME")
     worker.add_argument("--storage", metavar="URL", help="Optuna storage (default: journal:automl.journal)")
     worker.add_argument("--tracking-uri", metavar="URI", help="MLflow (default: sqlite:///mlflow.db)")
@@ -264,6 +277,23 @@ def cmd_search(args) -> None:
            gpus=args.gpus, mixed_precision=args.mixed_precision, jit_compile=args.jit_compile)
 
 
+def cmd_create_study(args) -> None:
+    from automl.api import create_study
+
+    study, new = create_study(args.space, args.data, study=args.study, storage=args.storage,
+                              tracking_uri=args.tracking_uri, out=args.out, sampler=args.sampler, pruner=args.pruner,
+                              trials=args.trials, epochs=args.epochs, seed=args.seed, objective=args.objective,
+                              image_size=args.image_size, mixed_precision=args.mixed_precision,
+                              jit_compile=args.jit_compile)
+    from automl.hpo.study import finished_count
+
+    done = finished_count(study)
+    print(f"study {study.study_name}: {'created' if new else f'exists ({done} finished trials)'}, target "
+          f"{args.trials} finished trials; run its trials with: automl worker --study {study.study_name}"
+          f"{' --storage ' + args.storage if args.storage else ''}"
+          f"{' --tracking-uri ' + args.tracking_uri if args.tracking_uri else ''}")
+
+
 def cmd_worker(args) -> None:
     from automl import settings as defaults
     from automl.hpo.workers import run_worker
@@ -331,6 +361,7 @@ COMMANDS = {
     "train": cmd_train,
     "search": cmd_search,
     "worker": cmd_worker,
+    "create": cmd_create_study,
     "tune": cmd_tune,
     "report": cmd_report,
     "trials": cmd_trials,

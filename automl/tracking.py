@@ -20,6 +20,8 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from automl.errors import UserError
+
 # MLflow configures its loggers on import; its INFO lines (database set-up) would drown the live view.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -45,30 +47,48 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 class Tracker:
     """Logs one study's searches to MLflow through an explicit client (no global active run)."""
 
-    def __init__(self, tracking_uri: str, experiment: str):
+    def __init__(self, tracking_uri: str, experiment: str, create: bool = True):
+        """``create``: make the experiment if missing (a worker joins one that must exist)."""
         self.client = MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
         found = self.client.get_experiment_by_name(experiment)
+        if found is None and not create:
+            raise UserError(f"--tracking-uri {tracking_uri}: no MLflow experiment {experiment} there; give the "
+                            f"tracking server the search logs to")
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
 
     # --- parent runs ------------------------------------------------------------------
 
     def open_parent(self, run_id: str | None, name: str, params: dict[str, Any], tags: dict[str, str],
-                    nest_under: str | None = None) -> str:
+                    nest_under: str | None = None, scheduled: bool = False) -> str:
         """Reopen ``run_id`` (a resumed search) or start a new parent run, itself a child of
-        ``nest_under`` when given (a recipe stage under its tune); returns its id."""
+        ``nest_under`` when given (a recipe stage under its tune); returns its id. ``scheduled``:
+        nothing runs yet, so a new run is SCHEDULED and an existing one keeps its status."""
         if run_id and self._exists(run_id):
-            self.client.update_run(run_id, status="RUNNING")
+            if not scheduled:
+                self.client.update_run(run_id, status="RUNNING")
         else:
             tags = {**tags, PARENT_TAG: nest_under} if nest_under else tags
             run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
             self._log_params(run_id, params)
+            if scheduled:
+                self.client.update_run(run_id, status="SCHEDULED")
         return run_id
+
+    def reopen_parent(self, run_id: str) -> None:
+        """A worker joins the search's parent run, which must be in this tracking store."""
+        if not self._exists(run_id):
+            raise UserError(f"--tracking-uri {self.tracking_uri}: the search's MLflow run {run_id} is not there; "
+                            f"give the tracking server the search logs to")
+        self.client.update_run(run_id, status="RUNNING")
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        now = _now()
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
     def close_parent(self, run_id: str, status: str, metrics: dict[str, float] | None = None) -> None:
         if metrics:
-            now = _now()
-            self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+            self.log_metrics(run_id, metrics)
         self.client.set_terminated(run_id, status)
 
     def log_best_model(self, run_id: str, model_path: str, trial_number: int) -> None:
@@ -155,8 +175,7 @@ class TrialRun:
         self.tracker.client.log_batch(self.run_id, metrics=metrics)
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
-        now = _now()
-        self.tracker.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        self.tracker.log_metrics(self.run_id, metrics)
 
     def finish(self, state: str, reason: str | None = None, status: str | None = None) -> None:
         client = self.tracker.client

@@ -81,26 +81,26 @@ def mlflow_server(tmp_path, postgres_url):
 
 
 def test_three_workers_on_postgres_reach_the_target_though_one_is_killed(tmp_path, postgres_url, mlflow_server):
+    """As docs/distributed.md runs them: automl study create, then a search and two workers join
+    (one pinned with --gpu, which on this CPU machine changes nothing else)."""
     tracking = mlflow_server
     store = ["--storage", postgres_url, "--tracking-uri", tracking]
-    search = subprocess.Popen([*AUTOML, "search", "--space", str(SPACES / "quick.yaml"), "--data", "digits",
-                               "--study", "pg", "--trials", "12", "--epochs", "2", "--quiet", *store],
-                              cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    study = None
-    for _ in range(120):  # the study exists once the search has started its first trial
-        try:
-            study = load_study("pg", postgres_url)
-            if "search_settings" in study.user_attrs:
-                break
-        except Exception:
-            pass
-        time.sleep(1)
-    assert study is not None
+    what = ["--space", str(SPACES / "quick.yaml"), "--data", "digits", "--study", "pg", "--trials", "12",
+            "--epochs", "2"]
+    created = subprocess.run([*AUTOML, "study", "create", *what, *store], cwd=tmp_path, env=ENV,
+                             capture_output=True, text=True, timeout=300)
+    assert created.returncode == 0, created.stderr[-3000:]
+    assert "study pg: created, target 12 finished trials" in created.stdout
+    assert [r.info.status for r in _runs(tracking, "pg")] == ["SCHEDULED"]  # no trial runs yet
+
+    search = subprocess.Popen([*AUTOML, "search", *what, "--quiet", *store], cwd=tmp_path, env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     worker = [*AUTOML, "worker", "--study", "pg", *store, "--quiet"]
     doomed = subprocess.Popen(worker, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
-    survivor = subprocess.Popen(worker, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
+    survivor = subprocess.Popen([*worker, "--gpu", "0"], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
+    study = load_study("pg", postgres_url)
     killed_trial = _kill_mid_trial(doomed, study)
     output, _ = search.communicate(timeout=600)
     assert search.returncode == 0, output[-3000:]
@@ -117,6 +117,10 @@ def test_three_workers_on_postgres_reach_the_target_though_one_is_killed(tmp_pat
     assert not [r for r in runs if r.info.status == "RUNNING"]
     killed_runs = [r for r in runs if r.data.tags.get("automl.trial") == str(killed_trial)]
     assert [r.info.status for r in killed_runs] == ["FAILED"]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]  # one for all: closed by the last out
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.metrics["finished_trials"] == len(_finished(study))
+    assert parents[0].data.tags["automl.best_trial"] == str(study.best_trial.number)
 
 
 def _kill_mid_trial(proc: subprocess.Popen, study: optuna.Study) -> int:
@@ -181,12 +185,19 @@ def test_a_trial_out_of_memory_is_retried_once_with_half_the_batch(tmp_path, mon
 
 
 def test_a_worker_for_a_study_that_is_not_a_search_exits_2_in_one_line(tmp_path, capsys):
+    import automl
     from automl.cli import main
 
     storage = f"journal:{tmp_path}/j.journal"
     optuna.create_study(study_name="plain", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(f"{tmp_path}/j.journal")))
+    automl.create_study(SPACES / "quick.yaml", "digits", study="made", trials=2, storage=storage,
+                        tracking_uri=f"sqlite:///{tmp_path}/m.db", out=str(tmp_path / "out"))
     assert main(["worker", "--study", "plain", "--storage", storage]) == 2
     assert main(["worker", "--study", "missing", "--storage", storage]) == 2
+    elsewhere = f"sqlite:///{tmp_path}/elsewhere.db"  # not where the search logs: no trial may run there
+    assert main(["worker", "--study", "made", "--storage", storage, "--tracking-uri", elsewhere]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "not a search study" in err[0] and "no such study" in err[1]
+    assert len(err) == 3 and "not a search study" in err[0] and "no such study" in err[1]
+    assert "no MLflow experiment made there" in err[2]
+    assert not load_study("made", storage).get_trials(states=FINISHED)

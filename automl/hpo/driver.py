@@ -2,6 +2,10 @@
 
 check the space -> load data -> open the study -> reopen the MLflow parent run -> run trials
 until the study holds ``trials`` finished ones (or the timeout) -> close every run -> summarise.
+
+The parent run belongs to the search, not to one process: ``automl study create`` makes it
+(SCHEDULED) for workers to join, every search or worker that starts reopens it (RUNNING), and
+the last one to end, when no trial of the study is running any more, closes it.
 """
 
 from __future__ import annotations
@@ -38,7 +42,45 @@ def run_search(settings: SearchSettings, data: Dataset | None = None) -> optuna.
         return study
 
     tracker = Tracker(settings.tracking_uri, settings.experiment)
-    skipped = ("verbose", "first_trials", "nest_under", "run_tags")
+    parent = begin_search_run(settings, space, study, tracker)
+    status, start = "KILLED", time.perf_counter()
+    try:
+        if settings.pooled:
+            Pool(settings, study, live.say).run()
+        else:
+            if settings.backend == "optuna":
+                from automl.hpo.optuna_backend import optimize
+            else:
+                from automl.hpo.keras_tuner_backend import optimize
+            with precision(settings):
+                optimize(settings, space, data, study, tracker, parent, live)
+        status = "FINISHED"
+    except Exception:
+        status = "FAILED"
+        raise
+    finally:  # whatever happened, the parent run gets the best metrics so far
+        end_search_run(settings, study, tracker, parent, status, live,
+                       {"search_seconds": time.perf_counter() - start})
+    print_top_trials(study, live)
+    return study
+
+
+def create_search(settings: SearchSettings) -> tuple[optuna.Study, bool]:
+    """Create the study and MLflow parent run of a search that workers will run, and run no trial.
+    Returns the study and whether it was new (an existing one keeps its trials and runs)."""
+    space = SearchSpace.load(settings.space)
+    data = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
+    study = open_study(settings, data)
+    new = PARENT_ATTR not in study.user_attrs
+    begin_search_run(settings, space, study, Tracker(settings.tracking_uri, settings.experiment), scheduled=True)
+    return study, new
+
+
+def begin_search_run(settings: SearchSettings, space: SearchSpace, study: optuna.Study, tracker: Tracker,
+                     scheduled: bool = False) -> str:
+    """Open (or reopen) the parent run and record in the study what workers read; returns the run id.
+    ``scheduled``: no process runs trials yet, so a new run waits as SCHEDULED and a running one stays."""
+    skipped = ("verbose", "first_trials", "nest_under", "run_tags", "workers", "recycle", "gpus", "sampler_seed")
     parent = tracker.open_parent(
         study.user_attrs.get(PARENT_ATTR),
         name=settings.run_name or f"search-{settings.backend}",
@@ -46,42 +88,49 @@ def run_search(settings: SearchSettings, data: Dataset | None = None) -> optuna.
         tags={"automl.backend": settings.backend, "automl.kind": "search", "automl.study": settings.study,
               **settings.run_tags},
         nest_under=settings.nest_under,
+        scheduled=scheduled,
     )
     study.set_user_attr(PARENT_ATTR, parent)
-    study.set_user_attr(SETTINGS_ATTR, shared_settings(settings))  # what workers read
-    running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
-    tracker.close_stale_children(parent, alive=running)
+    study.set_user_attr(SETTINGS_ATTR, shared_settings(settings))
+    tracker.close_stale_children(parent, alive=_running(study))
+    if settings.backend == "optuna":
+        from automl.hpo.optuna_backend import enqueue_first_trials
 
-    status, start = "KILLED", time.perf_counter()
+        enqueue_first_trials(settings, space, study)
+    return parent
+
+
+def end_search_run(settings: SearchSettings, study: optuna.Study, tracker: Tracker, parent: str, status: str,
+                   live: Live, metrics: dict[str, float] | None = None) -> None:
+    """Log the best metrics so far to the parent run and close it with ``status``, unless trials
+    are still running (other workers): then the last of them closes it. Whoever closes it once
+    the target is met logs the best model there."""
+    running = _running(study)
+    tracker.close_stale_children(parent, alive=running)  # e.g. the trial of a worker that was killed
+    best = best_trial(study)
+    summary = {f"best_{k}": v for k, v in (best.user_attrs.get("metrics", {}) if best else {}).items()}
+    summary.update(finished_trials=finished_count(study), **(metrics or {}))
+    summary = {k: v for k, v in summary.items() if math.isfinite(v)}
+    if running:
+        tracker.log_metrics(parent, summary)
+        return
+    over = settings.trials is None or summary["finished_trials"] >= settings.trials  # not a recycled worker
     try:
-        if settings.backend == "optuna":
-            from automl.hpo.optuna_backend import enqueue_first_trials, optimize
+        if status == "FINISHED" and over and settings.log_model and best is not None:
+            _log_best_model(tracker, parent, best, live)
+    finally:
+        tracker.close_parent(parent, status, summary)
 
-            enqueue_first_trials(settings, space, study)
-        else:
-            from automl.hpo.keras_tuner_backend import optimize
-        if settings.pooled:
-            Pool(settings, study, live.say).run()
-        else:
-            with precision(settings):
-                optimize(settings, space, data, study, tracker, parent, live)
-        best = best_trial(study)
-        if settings.log_model and best is not None:
-            if Path(best.user_attrs["model_path"]).is_file():
-                tracker.log_best_model(parent, best.user_attrs["model_path"], best.number)
-            else:  # trained by a worker on another machine, whose --out this one cannot see
-                live.say(f"best trial {best.number}'s model is on {best.user_attrs.get('worker', 'another machine')}: "
-                         f"not logged to MLflow from here")
-        status = "FINISHED"
-    except Exception:
-        status = "FAILED"
-        raise
-    finally:  # whatever happened, the parent run is closed with the best metrics so far
-        running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
-        tracker.close_stale_children(parent, alive=running)  # e.g. the trial of a worker that was killed
-        best = best_trial(study)
-        metrics = {f"best_{k}": v for k, v in (best.user_attrs.get("metrics", {}) if best else {}).items()}
-        metrics.update(finished_trials=finished_count(study), search_seconds=time.perf_counter() - start)
-        tracker.close_parent(parent, status, {k: v for k, v in metrics.items() if math.isfinite(v)})
-    print_top_trials(study, live)
-    return study
+
+def _log_best_model(tracker: Tracker, parent: str, best: optuna.trial.FrozenTrial, live: Live) -> None:
+    if tracker.client.get_run(parent).data.tags.get("automl.best_trial") == str(best.number):
+        return  # logged by an earlier run of this search
+    if Path(best.user_attrs["model_path"]).is_file():
+        tracker.log_best_model(parent, best.user_attrs["model_path"], best.number)
+    else:  # trained by a worker on another machine, whose --out this one cannot see
+        live.say(f"best trial {best.number}'s model is on {best.user_attrs.get('worker', 'another machine')}: "
+                 f"not logged to MLflow from here")
+
+
+def _running(study: optuna.Study) -> list[int]:
+    return [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]

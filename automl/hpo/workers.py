@@ -45,7 +45,7 @@ def worker_settings(study: optuna.Study, storage: str, tracking_uri: str | None,
     stored = study.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
         raise UserError(f"--study {study.study_name}: not a search study (no search settings); start it with "
-                        f"automl search first")
+                        f"automl search or automl study create")
     if stored["backend"] != "optuna":
         raise UserError(f"--study {study.study_name}: workers run Optuna searches; this one is {stored['backend']}")
     if stored["trials"] is None:  # e.g. a tune's coarse search: it ends when its tune says so
@@ -67,7 +67,7 @@ def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, s
     if gpu is not None:
         pin_gpu(gpu)
     from automl.data import load_dataset
-    from automl.hpo.driver import PARENT_ATTR
+    from automl.hpo.driver import PARENT_ATTR, end_search_run
     from automl.hpo.live import Live
     from automl.hpo.optuna_backend import optimize
     from automl.space import SearchSpace
@@ -81,14 +81,20 @@ def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, s
     space = SearchSpace.load(settings.space)
     data = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
     live = Live(settings.trials, settings.objective, settings.direction, settings.verbose)
-    tracker = Tracker(settings.tracking_uri, settings.experiment)
+    tracker = Tracker(settings.tracking_uri, settings.experiment, create=False)
     parent = study.user_attrs[PARENT_ATTR]
+    tracker.reopen_parent(parent)
+    status = "KILLED"
     try:
         with precision(settings):
-            return optimize(settings, space, data, study, tracker, parent, live)
-    finally:  # the runs of trials whose worker died (failed by Optuna's heartbeat) are closed too
-        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        tracker.close_stale_children(parent, alive=[t.number for t in running])
+            ran = optimize(settings, space, data, study, tracker, parent, live)
+        status = "FINISHED"
+        return ran
+    except Exception:
+        status = "FAILED"
+        raise
+    finally:  # the last worker out closes the parent run (and the runs of trials whose worker died)
+        end_search_run(settings, study, tracker, parent, status, live)
 
 
 @contextmanager

@@ -72,3 +72,14 @@ def test_unknown_sources(tmp_path):
     bad.write_text("not a zip")
     with pytest.raises(UserError, match="not a readable .npz file"):
         load_dataset(str(bad))
+
+
+def test_a_subsample_is_stratified_and_keeps_no_test_split():
+    from automl.data import subsample
+
+    data = load_dataset("digits", seed=0)
+    part = subsample(data, 500, 100, seed=0)
+    assert (len(part.x_train), len(part.y_train), len(part.x_val)) == (500, 500, 100)
+    assert part.x_test is None and part.num_classes == data.num_classes
+    assert np.bincount(part.y_train).min() >= 45  # about 50 of each of the 10 classes
+    assert subsample(data, 10**6, 10**6, seed=0).x_train is data.x_train  # nothing to cut

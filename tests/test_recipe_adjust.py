@@ -4,6 +4,7 @@ import pytest
 
 from automl.errors import SpaceError
 from automl.recipe import adjust
+from automl.recipe import budget as plan
 from automl.recipe.budget import STAGES, Budget
 from automl.space import FixedSuggester, SearchSpace
 
@@ -104,3 +105,24 @@ def test_the_budget_carries_over_what_a_stage_leaves():
     budget.spent_before = 10.0
     assert budget.allot("coarse") > later["coarse"]
 
+
+
+def test_where_an_epoch_is_dear_the_final_training_gets_more_of_the_budget():
+    usual = plan.planned_shares(images_per_second=50_000, final_images=1_400, remaining=250)  # digits
+    assert usual == pytest.approx(plan.SHARES)
+    slow = plan.planned_shares(images_per_second=1_500, final_images=60_000, remaining=780)  # Fashion-MNIST
+    planned = sum(slow[s] for s in plan.PLANNED)
+    assert planned == pytest.approx(sum(plan.SHARES[s] for s in plan.PLANNED))  # the checks keep theirs
+    assert slow["final"] / planned == plan.MAX_FINAL  # 12 epochs would take 480 s of 780: capped at half
+    assert slow["coarse"] / slow["refine"] == pytest.approx(plan.SHARES["coarse"] / plan.SHARES["refine"])
+    budget = Budget(900, spent_before=120, shares=slow)  # the checks took 120 s
+    assert budget.allot("coarse") == pytest.approx(780 * slow["coarse"] / planned, rel=0.01)
+
+
+def test_searches_rank_on_a_subset_that_affords_their_trials():
+    assert plan.subset_sizes(50_000, 60, 3, 12, train=1_221, val=216) == (1_221, 216)  # all of it fits
+    train, val = plan.subset_sizes(1_500, 210, 3, 12, train=51_000, val=9_000)
+    assert 2_000 < train < 51_000 and val == round(9_000 * train / 51_000)
+    seconds_per_trial = 3 * (train + val * plan.EVAL_COST) / 1_500
+    assert seconds_per_trial == pytest.approx(210 / 12, rel=0.01)
+    assert plan.subset_sizes(100, 10, 3, 12, train=51_000, val=9_000) == (plan.MIN_TRAIN, plan.MIN_VAL)

@@ -7,7 +7,7 @@ Images keep their stored values (uint8 0-255, digits 0-16, ...); ``pixel_scale``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -79,6 +79,19 @@ def holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     classes, held = int((counts > 0).sum()), math.ceil(fraction * len(y))
     stratifiable = counts[counts > 0].min() >= 2 and classes <= held <= len(y) - classes
     return train_test_split(x, y, test_size=held, random_state=seed, stratify=y if stratifiable else None)
+
+
+def subsample(data: Dataset, train: int, val: int, seed: int) -> Dataset:
+    """Stratified ``train`` and ``val`` images of ``data``, and no test split: what a quick
+    search trains and ranks on (the test split waits for the final model)."""
+
+    def part(x: np.ndarray, y: np.ndarray, n: int):
+        return (x, y) if n >= len(y) else holdout(x, y, n / len(y), seed)[1::2]
+
+    x_train, y_train = part(data.x_train, data.y_train, train)
+    x_val, y_val = part(data.x_val, data.y_val, val)
+    return replace(data, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=None,
+                               y_test=None)
 
 
 def make_dataset(

@@ -11,6 +11,7 @@ import contextlib
 import time
 from typing import Any
 
+import keras
 import keras_tuner as kt
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -32,6 +33,19 @@ def _primitive(choices: list[Any]) -> bool:
     """KerasTuner's Choice takes one primitive type (int, float, str or bool) and no None."""
     kinds = {type(c) for c in choices}
     return len(kinds) == 1 and kinds <= {int, float, str, bool}
+
+
+class StopAt(keras.callbacks.Callback):
+    """Ends training at the first epoch end past ``deadline`` (the search's --timeout). KerasTuner
+    cannot prune, so the trial completes with the epochs it had."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.perf_counter() > self.deadline:
+            self.model.stop_training = True
 
 
 class KerasTunerSuggester:
@@ -86,6 +100,7 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
     if settings.sampler not in TUNERS:
         raise UserError(f"--sampler: the keras-tuner backend takes {', '.join(TUNERS)}, not '{settings.sampler}'")
     direction = "max" if settings.direction == "maximize" else "min"
+    deadline = time.perf_counter() + settings.timeout if settings.timeout else None
 
     class Tuner(TUNERS[settings.sampler]):
         def run_trial(self, trial, *args, **kwargs):
@@ -95,7 +110,10 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
             config = space.materialize(values)
             epochs = trial.hyperparameters.values.get("tuner/epochs")  # Hyperband's budget for this trial
             outcome = run_trial(settings, data, number, config, tracker, parent, live,
-                                finished=finished_count(study), epochs=epochs)
+                                finished=finished_count(study), epochs=epochs,
+                                pruning=[StopAt(deadline)] if deadline else [])
+            if deadline and time.perf_counter() > deadline:  # the oracle then stops proposing
+                self.oracle.max_trials = len(self.oracle.trials)
             attrs = {"config": config, "keras_tuner_trial": trial.trial_id,
                      **trial_attrs(settings, number, outcome, time.perf_counter() - start)}
             state = optuna.trial.TrialState.COMPLETE if outcome.state == "COMPLETE" else optuna.trial.TrialState.FAIL

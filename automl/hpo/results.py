@@ -28,7 +28,9 @@ def trials_frame(study: optuna.Study, varying_only: bool = False) -> pd.DataFram
         frame["duration_s"] = frame["user_attrs_trial_seconds"].fillna(frame["duration_s"]).round(1)
     metrics = frame.get("user_attrs_metrics")
     if metrics is not None:
-        frame["test_accuracy"] = [m.get("test_accuracy") if isinstance(m, dict) else None for m in metrics]
+        tests = [m.get("test_accuracy") if isinstance(m, dict) else None for m in metrics]
+        if any(t is not None for t in tests):  # a tune's searches keep the test split for the final model
+            frame["test_accuracy"] = tests
     frame["reason"] = frame.get("user_attrs_fail_reason")
     frame = frame.drop(columns=[c for c in frame.columns if c.startswith("user_attrs_")])
     params = [c for c in frame.columns if c.startswith("params_")]

@@ -123,6 +123,7 @@ def trial_attrs(settings: SearchSettings, number: int, outcome: Outcome, seconds
         r = outcome.result
         attrs.update(model_path=str(settings.trial_dir(number) / "model.keras"), metrics=r.metrics,
                      best_epoch=r.best_epoch, params=r.params, fit_seconds=round(r.fit_seconds, 3),
+                     epoch_seconds=[round(v, 3) for v in r.epoch_seconds],
                      epochs_run=len(r.history.get("loss", [])),
                      history={k: [float(f"{v:.5g}") for v in vals] for k, vals in r.history.items()})
     return attrs

@@ -7,6 +7,7 @@ what it means, so the tune can stop early with a diagnosis instead of spending i
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import keras
@@ -169,7 +170,8 @@ def lr_range_test(config: TrialConfig, data: Dataset, min_lr: float = 1e-6, max_
     suggested = float(min(lrs[steepest], lrs[lowest] / 10)) if lowest > 0 else float(lrs[0])
     band = (suggested / 3, min(suggested * 3, lrs[lowest]))
     measured = {"suggested_lr": suggested, "band_low": band[0], "band_high": band[1],
-                "lowest_loss_lr": float(lrs[lowest]), "steps": len(smooth)}
+                "lowest_loss_lr": float(lrs[lowest]), "steps": len(smooth),
+                "images_per_second": batch * recorder.batches_per_second()}
     finding = Finding("lr_range", lowest > 0, "healthy" if lowest > 0 else "no_decrease",
                       f"Swept the LR from {min_lr:g} to {max_lr:g} over {steps} batches: the loss falls fastest near "
                       f"{lrs[steepest]:.2g} and is lowest at {lrs[lowest]:.2g}; later stages search "
@@ -178,13 +180,18 @@ def lr_range_test(config: TrialConfig, data: Dataset, min_lr: float = 1e-6, max_
 
 
 class _BatchLosses(keras.callbacks.Callback):
-    """Per-batch losses; Keras reports the running mean of the epoch, so undo the averaging."""
+    """Per-batch losses (Keras reports the running mean of the epoch, so undo the averaging) and
+    end times, whose spread after the first batch (which includes tracing) gives the speed."""
 
     def __init__(self):
         super().__init__()
-        self.losses, self._mean = [], 0.0
+        self.losses, self.times, self._mean = [], [], 0.0
 
     def on_train_batch_end(self, batch, logs=None):
         mean = float((logs or {}).get("loss", math.nan))
         self.losses.append((batch + 1) * mean - batch * self._mean)
+        self.times.append(time.perf_counter())
         self._mean = mean
+
+    def batches_per_second(self) -> float:
+        return (len(self.times) - 1) / (self.times[-1] - self.times[0]) if len(self.times) > 1 else math.nan

@@ -21,12 +21,13 @@ HELD_OUT = 0.1
 
 
 class Deadline(keras.callbacks.Callback):
-    """Stops training when another epoch like the last one would not fit in ``seconds``
-    (the first epoch, which includes tracing, runs whatever the budget)."""
+    """Stops training when another epoch like the last one would not fit in ``seconds``. The
+    first epoch runs whatever the budget; it includes tracing, so ``estimate`` (seconds of a
+    later epoch), when known, stands in for its length."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, estimate: float | None = None):
         super().__init__()
-        self.seconds = seconds
+        self.seconds, self.estimate = seconds, estimate
 
     def on_train_begin(self, logs=None):
         self.start = self.epoch_start = time.perf_counter()
@@ -36,12 +37,15 @@ class Deadline(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
-        if now - self.start + (now - self.epoch_start) > self.seconds:
+        last = now - self.epoch_start
+        if epoch == 0 and self.estimate is not None:
+            last = min(last, self.estimate)
+        if now - self.start + last > self.seconds:
             self.model.stop_training = True
 
 
 def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: float, seed: int, objective: str,
-                callbacks: list[keras.callbacks.Callback]) -> TrialResult:
+                callbacks: list[keras.callbacks.Callback], epoch_estimate: float | None = None) -> TrialResult:
     x = np.concatenate([data.x_train, data.x_val])
     y = np.concatenate([data.y_train, data.y_val])
     x_fit, x_held, y_fit, y_held = holdout(x, y, HELD_OUT, seed)
@@ -50,4 +54,4 @@ def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: flo
     if settings["training"]["early_stopping"] is None:  # the configuration's own patience wins
         settings["training"]["early_stopping"] = {"patience": max(3, epochs // 4)}
     return fit(TrialConfig.model_validate(settings), joined, epochs=epochs, seed=seed, objective=objective,
-               callbacks=[*callbacks, Deadline(seconds)])
+               callbacks=[*callbacks, Deadline(seconds, epoch_estimate)])

@@ -12,11 +12,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 from mlflow.entities import Metric
 
 from automl import plots
 from automl.config import TrialConfig
+from automl.data import Dataset, subsample
 from automl.errors import SpaceError
 from automl.export import export_study
 from automl.hpo.driver import PARENT_ATTR, run_search
@@ -24,7 +26,7 @@ from automl.hpo.results import best_trial
 from automl.hpo.settings import SearchSettings
 from automl.hpo.storage import load_study
 from automl.hpo.trial import MlflowEpochs, describe
-from automl.recipe import adjust
+from automl.recipe import adjust, budget
 from automl.recipe.checks import Finding, check_initial_loss, check_overfit, lr_range_test
 from automl.recipe.final import train_final
 from automl.recipe.tune import StageResult, Tune
@@ -101,16 +103,30 @@ def lr_range(tune: Tune, seconds: float) -> StageResult:
         plot = plots.save(plots.lr_range(curves), Path(tmp) / "lr_range.png")
         tune.tracker.client.log_artifact(tune.stage_run, str(plot))
     first = sweeps[default].finding.measured
-    return StageResult(True, verdict, summary, changes=notes, measured=first,
-                       outputs={"space": str(path), "curves": curves})
+    shares, plan = _plan(tune, first["images_per_second"])
+    return StageResult(True, verdict, summary, changes=[*notes, plan], measured=first,
+                       outputs={"space": str(path), "curves": curves, "shares": shares})
+
+
+def _plan(tune: Tune, images_per_second: float) -> tuple[dict[str, float], str]:
+    """The budget's shares from the measured speed: time for the final training first."""
+    final_images = len(tune.data.x_train) + len(tune.data.x_val)
+    remaining = tune.budget.remaining()
+    shares = budget.planned_shares(images_per_second, final_images, remaining)
+    later = {s: remaining * shares[s] / sum(shares[t] for t in budget.PLANNED) for s in budget.PLANNED}
+    epoch = final_images / images_per_second
+    return shares, (f"budget: the default model trains {images_per_second:.0f} images/s, so an epoch over the "
+                    f"{final_images} images of the final training takes about {epoch:.0f} s; of the {remaining:.0f} "
+                    f"s left, coarse gets {later['coarse']:.0f}, refine {later['refine']:.0f} and final "
+                    f"{later['final']:.0f}")
 
 
 def coarse(tune: Tune, seconds: float) -> StageResult:
     """Many short trials over the whole space, LR narrowed, pruning on."""
     epochs = min(tune.settings.coarse_epochs, _default_config(tune).training.epochs)
-    study = run_search(_search_settings(tune, "coarse", tune.output("lr_range", "space"), epochs, seconds),
-                       tune.data)
-    return _search_result(tune, study, epochs)
+    data = _search_data(tune, "coarse", seconds, epochs)
+    study = run_search(_search_settings(tune, "coarse", tune.output("lr_range", "space"), epochs, seconds), data)
+    return _search_result(tune, study, epochs, data)
 
 
 def diagnose(tune: Tune, seconds: float) -> StageResult:
@@ -153,23 +169,30 @@ def diagnose(tune: Tune, seconds: float) -> StageResult:
 def refine(tune: Tune, seconds: float) -> StageResult:
     """Longer trials in the narrowed space, seeded with the best coarse configurations."""
     epochs = tune.output("diagnose", "epochs")
+    data = _search_data(tune, "refine", seconds, epochs)
     settings = _search_settings(tune, "refine", tune.output("diagnose", "space"), epochs, seconds)
     settings.first_trials = tune.output("diagnose", "first_trials")
-    return _search_result(tune, run_search(settings, tune.data), epochs)
+    return _search_result(tune, run_search(settings, data), epochs, data)
 
 
 def final(tune: Tune, seconds: float) -> StageResult:
     """Retrain the best configuration on train + validation, early-stopped on a held-out part;
     evaluate once on the test split; export it as ``automl export`` does."""
     s = tune.settings
-    candidates = [best_trial(load_study(tune.output(stage, "study"), s.storage)) for stage in ("refine", "coarse")]
-    best = next(t for t in candidates if t is not None)
+    candidates = [(stage, best_trial(load_study(tune.output(stage, "study"), s.storage)))
+                  for stage in ("refine", "coarse")]
+    stage, best = next((stage, t) for stage, t in candidates if t is not None)
     config = TrialConfig.model_validate(best.user_attrs["config"])
-    epochs = max(config.training.epochs, tune.output("diagnose", "epochs"))
-    tune.say(f"final: {describe(config)}, up to {epochs} epochs on train + validation")
+    planned = max(config.training.epochs, tune.output("diagnose", "epochs"))
+    epoch, tracing = _final_epoch_seconds(tune, stage, best)
+    # As many epochs as fit, so that the LR schedule runs its course rather than being cut off.
+    epochs = max(1, min(planned, int((0.95 * seconds - tracing) / epoch)))
+    tune.say(f"final: {describe(config)}, up to {epochs} epochs on train + validation (about {epoch:.0f} s each"
+             + (f"; {planned} would not fit" if epochs < planned else "") + ")")
     run = _StageEpochs(tune)
     result = train_final(config, tune.data, epochs=epochs, seconds=seconds, seed=s.seed, objective=s.objective,
-                         callbacks=[MlflowEpochs(run), *([EpochPrinter(epochs, "  ")] if s.verbose else [])])
+                         callbacks=[MlflowEpochs(run), *([EpochPrinter(epochs, "  ")] if s.verbose else [])],
+                         epoch_estimate=epoch)
     model_path = s.folder / "final" / "model.keras"
     model_path.parent.mkdir(parents=True, exist_ok=True)
     result.model.save(model_path)
@@ -211,6 +234,35 @@ class _StageEpochs:
                                                     if isinstance(v, (int, float))])
 
 
+def _search_data(tune: Tune, stage: str, seconds: float, epochs: int) -> Dataset:
+    """The part of the data a search stage ranks its trials on: as much as its budget affords
+    for ``budget.TRIALS[stage]`` trials at the measured speed (refine: at least what coarse had).
+    Sized once: a resumed stage keeps its first size, so its trials stay comparable."""
+    d, key = tune.data, f"subset:{stage}"
+    sizes = tune.study.user_attrs.get(key)
+    if sizes is None:
+        speed = tune.records["lr_range"]["measured"].get("images_per_second") or math.inf
+        sizes = budget.subset_sizes(speed, seconds, epochs, budget.TRIALS[stage], len(d.x_train), len(d.x_val))
+        if stage == "refine":
+            sizes = (max(sizes[0], tune.output("coarse", "train_images")),
+                     max(sizes[1], tune.output("coarse", "val_images")))
+        tune.study.set_user_attr(key, list(sizes))
+    if sizes[0] < len(d.x_train):
+        tune.say(f"{stage}: trials rank on a stratified {sizes[0]} of the {len(d.x_train)} training and "
+                 f"{sizes[1]} of the {len(d.x_val)} validation images, so that the budget affords "
+                 f"{budget.TRIALS[stage]} of them")
+    return subsample(d, *sizes, seed=tune.settings.seed)
+
+
+def _final_epoch_seconds(tune: Tune, stage: str, best: optuna.trial.FrozenTrial) -> tuple[float, float]:
+    """A final epoch's seconds (over train + validation), from the speed the best trial of
+    ``stage`` trained at on its part of the data, and the first epoch's extra (tracing)."""
+    times = best.user_attrs["epoch_seconds"]
+    steady = float(np.median(times[1:])) if len(times) > 1 else times[0]
+    seen = tune.output(stage, "train_images") + tune.output(stage, "val_images")
+    return steady * (len(tune.data.x_train) + len(tune.data.x_val)) / seen, times[0] - steady
+
+
 def _search_settings(tune: Tune, stage: str, space: str, epochs: int, seconds: float) -> SearchSettings:
     s = tune.settings
     return SearchSettings(space=space, data=s.data, study=f"{s.study}/{stage}", storage=s.storage,
@@ -220,11 +272,12 @@ def _search_settings(tune: Tune, stage: str, space: str, epochs: int, seconds: f
                           run_name=stage, run_tags={"automl.stage": stage}, log_model=False)
 
 
-def _search_result(tune: Tune, study: optuna.Study, epochs: int) -> StageResult:
+def _search_result(tune: Tune, study: optuna.Study, epochs: int, data: Dataset) -> StageResult:
     states = [t.state.name for t in study.get_trials(deepcopy=False)]
     counts = {state.lower(): states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL")}
     best = best_trial(study)
-    outputs = {"study": study.study_name, "epochs": epochs}
+    outputs = {"study": study.study_name, "epochs": epochs, "train_images": len(data.x_train),
+               "val_images": len(data.x_val)}
     run_id = study.user_attrs[PARENT_ATTR]
     tally = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     if best is None:
@@ -233,7 +286,8 @@ def _search_result(tune: Tune, study: optuna.Study, epochs: int) -> StageResult:
                            outputs=outputs, run_id=run_id)
     objective = tune.settings.objective
     config = TrialConfig.model_validate(best.user_attrs["config"])
-    summary = (f"{len(states)} trials of {epochs} epochs ({tally}); best {objective} {best.value:.4f} by trial "
+    part = f" on {len(data.x_train)} training images" if len(data.x_train) < len(tune.data.x_train) else ""
+    summary = (f"{len(states)} trials of {epochs} epochs{part} ({tally}); best {objective} {best.value:.4f} by trial "
                f"{best.number}: {describe(config)}.")
     measured = {**counts, f"best_{objective}": best.value, **best.user_attrs.get("metrics", {})}
     return StageResult(True, "healthy", summary, measured=measured, outputs={**outputs, "best_trial": best.number},

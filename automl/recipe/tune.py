@@ -59,7 +59,8 @@ class Tune:
         self.study = open_named_study(settings.study, settings.storage, settings.direction, identity, self.data)
         self.records: dict[str, dict] = {k.removeprefix(RECORD_PREFIX): v for k, v in self.study.user_attrs.items()
                                          if k.startswith(RECORD_PREFIX)}
-        self.budget = Budget(settings.budget, sum(r["seconds"] for r in self.records.values()))
+        self.budget = Budget(settings.budget, sum(r["seconds"] for r in self.records.values()),
+                             self.records.get("lr_range", {}).get("outputs", {}).get("shares"))
         self.tracker = Tracker(settings.tracking_uri, settings.study)
         self.top: str = ""
         self.stage_run: str | None = None  # the MLflow run of the check stage in progress
@@ -119,6 +120,8 @@ class Tune:
         self._describe_run(result.run_id or self.stage_run, stage, result, seconds)
         self.study.set_user_attr(RECORD_PREFIX + stage, record)
         self.records[stage] = record
+        if "shares" in result.outputs:  # the plan, from the speed the stage measured
+            self.budget.shares = result.outputs["shares"]
         self.say(f"{stage}: {'ok' if result.ok else 'STOP'} ({result.verdict}) in {seconds:.1f} s; {result.summary}")
         for change in result.changes:
             self.say(f"  next: {change}")

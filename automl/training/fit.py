@@ -30,6 +30,19 @@ class TrialResult:
     seconds: float  # the whole call: build, compile, fit, evaluate
     fit_seconds: float  # model.fit alone
     params: int = field(default=0)
+    epoch_seconds: list[float] = field(default_factory=list)  # the first includes tracing
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -108,7 +121,8 @@ def fit(
         min_delta=t.early_stopping.min_delta if t.early_stopping else 0.0,
         restore_best_weights=True,
     )
-    own = [LearningRateLogger(), keras.callbacks.TerminateOnNaN(), best]
+    timer = EpochTimer()
+    own = [LearningRateLogger(), keras.callbacks.TerminateOnNaN(), best, timer]
     if t.schedule.name == "plateau":
         s = t.schedule
         own.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=s.factor, patience=s.patience,
@@ -135,4 +149,4 @@ def fit(
         test = model.evaluate(data.x_test, y_test, batch_size=t.batch_size, verbose=0, return_dict=True)
         metrics.update({f"test_{k}": float(v) for k, v in test.items()})
     return TrialResult(model, {k: [float(x) for x in v] for k, v in history.items()}, best_index + 1,
-                       metrics, time.perf_counter() - start, fit_seconds, model.count_params())
+                       metrics, time.perf_counter() - start, fit_seconds, model.count_params(), timer.seconds)

@@ -57,7 +57,7 @@ def export_study(study_name: str, storage: str, out: str | Path) -> Path:
         "trial": best.number,
         "objective": attrs.get("objective"),
         "value": best.value,
-        "metrics": best.user_attrs.get("metrics", {}),
+        "metrics": {**best.user_attrs.get("metrics", {}), **_test_metrics(attrs, best.number)},
         "config": best.user_attrs["config"],
         "data": attrs.get("data"),
         "input_shape": attrs.get("input_shape"),
@@ -69,3 +69,9 @@ def export_study(study_name: str, storage: str, out: str | Path) -> Path:
     }
     (out / METADATA).write_text(json.dumps(info, indent=2))
     return out
+
+
+def _test_metrics(attrs: dict, trial: int) -> dict:
+    """The search's one test of its best model (a tune's final model carries its own)."""
+    tested = attrs.get("best_test") or {}
+    return {k: v for k, v in tested.items() if k != "trial"} if tested.get("trial") == trial else {}

@@ -191,7 +191,8 @@ def _log_learning_curves(client: MlflowClient, run_id: str, history: dict[str, l
     from automl import plots
 
     with tempfile.TemporaryDirectory() as tmp:
-        client.log_artifact(run_id, str(plots.save(plots.learning_curves(history), Path(tmp) / "learning_curves.png")))
+        figure = plots.learning_curves(history)
+        client.log_artifact(run_id, str(plots.save(figure, Path(tmp) / "learning_curves.png", tight=False)))
 
 
 def _is_number(value: Any) -> bool:

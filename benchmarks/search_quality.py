@@ -151,7 +151,8 @@ def automl_search(*extra: str):
         trials = study.trials if study else []
         complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         best = max(complete, key=lambda t: t.value) if complete else None
-        return {"test_accuracy": best.user_attrs["metrics"].get("test_accuracy") if best else None,
+        tested = (study.user_attrs.get("best_test") or {}) if study else {}
+        return {"test_accuracy": tested.get("test_accuracy") if best and tested.get("trial") == best.number else None,
                 "trials": len(trials), "epochs": _epochs(trials), "wall_seconds": round(seconds, 1),
                 "curve": _curve(trials, start), "error": error or None,
                 "notes": "the best trial by validation accuracy, evaluated on the test split"}

@@ -33,9 +33,16 @@ def test_rising_validation_loss_reads_as_overfitting():
 
 
 def test_curves_together_at_a_poor_level_read_as_underfitting():
-    verdict, _ = adjust.diagnose_curves(_history([2.0, 1.6, 1.3], [1.9, 1.6, 1.3], [0.3, 0.45, 0.55],
-                                                 [0.3, 0.46, 0.55]))
+    verdict, _ = adjust.diagnose_curves(_history([2.0, 1.4, 1.35], [1.9, 1.4, 1.35], [0.3, 0.52, 0.55],
+                                                 [0.3, 0.52, 0.55]))
     assert verdict == "underfit"
+
+
+def test_curves_together_while_the_loss_still_falls_fast_read_as_undertrained():
+    """A coarse trial's few epochs: it needs longer training, not a bigger model."""
+    verdict, why = adjust.diagnose_curves(_history([2.0, 1.6, 1.3], [1.9, 1.6, 1.3], [0.3, 0.45, 0.55],
+                                                   [0.3, 0.46, 0.55]))
+    assert verdict == "undertrained" and "still falling 19%" in why
 
 
 def test_close_curves_at_a_good_level_are_healthy():
@@ -113,7 +120,7 @@ def test_where_an_epoch_is_dear_the_final_training_gets_more_of_the_budget():
     slow = plan.planned_shares(images_per_second=1_500, final_images=60_000, remaining=780)  # Fashion-MNIST
     planned = sum(slow[s] for s in plan.PLANNED)
     assert planned == pytest.approx(sum(plan.SHARES[s] for s in plan.PLANNED))  # the checks keep theirs
-    assert slow["final"] / planned == plan.MAX_FINAL  # 12 epochs would take 480 s of 780: capped at half
+    assert slow["final"] / planned == plan.MAX_FINAL  # 12 epochs would take 480 s of 780: capped
     assert slow["coarse"] / slow["refine"] == pytest.approx(plan.SHARES["coarse"] / plan.SHARES["refine"])
     budget = Budget(900, spent_before=120, shares=slow)  # the checks took 120 s
     assert budget.allot("coarse") == pytest.approx(780 * slow["coarse"] / planned, rel=0.01)
@@ -122,7 +129,13 @@ def test_where_an_epoch_is_dear_the_final_training_gets_more_of_the_budget():
 def test_searches_rank_on_a_subset_that_affords_their_trials():
     assert plan.subset_sizes(50_000, 60, 3, 12, train=1_221, val=216) == (1_221, 216)  # all of it fits
     train, val = plan.subset_sizes(1_500, 210, 3, 12, train=51_000, val=9_000)
-    assert 2_000 < train < 51_000 and val == round(9_000 * train / 51_000)
-    seconds_per_trial = 3 * (train + val * plan.EVAL_COST) / 1_500
+    assert 2_000 < train < 51_000 and val == max(plan.MIN_VAL, round(9_000 * train / 51_000))
+    # as many training images as 12 trials afford, with validation in the split's proportion
+    seconds_per_trial = 3 * train * (1 + plan.EVAL_COST * 9_000 / 51_000) / 1_500
     assert seconds_per_trial == pytest.approx(210 / 12, rel=0.01)
     assert plan.subset_sizes(100, 10, 3, 12, train=51_000, val=9_000) == (plan.MIN_TRAIN, plan.MIN_VAL)
+
+
+def test_refine_trials_get_the_epochs_their_budget_affords():
+    # 4,435 + 2,000/3 images an epoch at 992 images/s: 5.1 s; 5 trials in 136 s afford 5 epochs
+    assert plan.affordable_epochs(992, 136, 5, train=4_435, val=2_000) == 5

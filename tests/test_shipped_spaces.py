@@ -10,7 +10,7 @@ from automl.space import OptunaSuggester, SearchSpace
 
 from .conftest import SPACES
 
-READY = ["quick", "vgg", "inception", "resnet", "densenet", "se_resnet", "full"]
+READY = ["quick", "small_images", "vgg", "inception", "resnet", "densenet", "se_resnet", "full"]
 REFERENCE = ["vgg16", "resnet50", "resnet50v2", "densenet121", "se_resnet50", "googlenet", "resnet20", "wrn28_10"]
 
 

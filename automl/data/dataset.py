@@ -81,6 +81,11 @@ def holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     return train_test_split(x, y, test_size=held, random_state=seed, stratify=y if stratifiable else None)
 
 
+def without_test(data: Dataset) -> Dataset:
+    """What trials see: they rank on validation, and the test split waits for the chosen model."""
+    return replace(data, x_test=None, y_test=None)
+
+
 def subsample(data: Dataset, train: int, val: int, seed: int) -> Dataset:
     """Stratified ``train`` and ``val`` images of ``data``, and no test split: what a quick
     search trains and ranks on (the test split waits for the final model)."""
@@ -90,8 +95,7 @@ def subsample(data: Dataset, train: int, val: int, seed: int) -> Dataset:
 
     x_train, y_train = part(data.x_train, data.y_train, train)
     x_val, y_val = part(data.x_val, data.y_val, val)
-    return replace(data, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=None,
-                               y_test=None)
+    return without_test(replace(data, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val))
 
 
 def make_dataset(

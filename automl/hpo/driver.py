@@ -16,7 +16,7 @@ from pathlib import Path
 
 import optuna
 
-from automl.data import Dataset, load_dataset
+from automl.data import Dataset, load_dataset, without_test
 from automl.hpo.live import Live
 from automl.hpo.results import best_trial, print_top_trials
 from automl.hpo.settings import SearchSettings
@@ -26,6 +26,7 @@ from automl.space import SearchSpace
 from automl.tracking import Tracker, flatten
 
 PARENT_ATTR = "mlflow_parent_run_id"
+TEST_ATTR = "best_test"
 
 
 def run_search(settings: SearchSettings, data: Dataset | None = None) -> optuna.Study:
@@ -53,13 +54,13 @@ def run_search(settings: SearchSettings, data: Dataset | None = None) -> optuna.
             else:
                 from automl.hpo.keras_tuner_backend import optimize
             with precision(settings):
-                optimize(settings, space, data, study, tracker, parent, live)
+                optimize(settings, space, without_test(data), study, tracker, parent, live)
         status = "FINISHED"
     except Exception:
         status = "FAILED"
         raise
     finally:  # whatever happened, the parent run gets the best metrics so far
-        end_search_run(settings, study, tracker, parent, status, live,
+        end_search_run(settings, study, tracker, parent, status, live, data,
                        {"search_seconds": time.perf_counter() - start})
     print_top_trials(study, live)
     return study
@@ -101,25 +102,51 @@ def begin_search_run(settings: SearchSettings, space: SearchSpace, study: optuna
 
 
 def end_search_run(settings: SearchSettings, study: optuna.Study, tracker: Tracker, parent: str, status: str,
-                   live: Live, metrics: dict[str, float] | None = None) -> None:
+                   live: Live, data: Dataset, metrics: dict[str, float] | None = None, final: bool = True) -> None:
     """Log the best metrics so far to the parent run and close it with ``status``, unless trials
-    are still running (other workers): then the last of them closes it. Whoever closes it once
-    the target is met logs the best model there."""
+    are still running (other workers): then the last of them closes it. A ``final`` end (not a
+    recycled worker's) also tests the best model, once, and logs it to the run."""
     running = _running(study)
     tracker.close_stale_children(parent, alive=running)  # e.g. the trial of a worker that was killed
     best = best_trial(study)
     summary = {f"best_{k}": v for k, v in (best.user_attrs.get("metrics", {}) if best else {}).items()}
     summary.update(finished_trials=finished_count(study), **(metrics or {}))
-    summary = {k: v for k, v in summary.items() if math.isfinite(v)}
     if running:
-        tracker.log_metrics(parent, summary)
+        tracker.log_metrics(parent, _finite(summary))
         return
-    over = settings.trials is None or summary["finished_trials"] >= settings.trials  # not a recycled worker
     try:
-        if status == "FINISHED" and over and settings.log_model and best is not None:
-            _log_best_model(tracker, parent, best, live)
+        if status == "FINISHED" and final and best is not None:
+            summary.update(_test_best(study, best, data, live))
+            if settings.log_model:
+                _log_best_model(tracker, parent, best, live)
     finally:
-        tracker.close_parent(parent, status, summary)
+        tracker.close_parent(parent, status, _finite(summary))
+
+
+def _test_best(study: optuna.Study, best: optuna.trial.FrozenTrial, data: Dataset, live: Live) -> dict[str, float]:
+    """The best trial's model on the test split: evaluated once per best trial, kept in the study
+    (user attribute ``best_test``), so no trial is chosen by its test score."""
+    if data.x_test is None:
+        return {}
+    done = study.user_attrs.get(TEST_ATTR)
+    if done is None or done["trial"] != best.number:
+        path = Path(best.user_attrs["model_path"])
+        if not path.is_file():  # trained on another machine; its end tests it
+            return {}
+        import keras
+
+        model = keras.models.load_model(path)
+        y_test = keras.utils.to_categorical(data.y_test, data.num_classes)
+        scores = model.evaluate(data.x_test, y_test, batch_size=256, verbose=0, return_dict=True)
+        done = {"trial": best.number, **{f"test_{k}": float(v) for k, v in scores.items()}}
+        study.set_user_attr(TEST_ATTR, done)
+        live.say(f"best trial {best.number}: test accuracy {done.get('test_accuracy', float('nan')):.4f} "
+                 f"on {len(data.x_test)} images (the test split, used for this model only)")
+    return {k: v for k, v in done.items() if k != "trial"}
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}
 
 
 def _log_best_model(tracker: Tracker, parent: str, best: optuna.trial.FrozenTrial, live: Live) -> None:

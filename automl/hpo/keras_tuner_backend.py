@@ -21,7 +21,7 @@ from automl.errors import UserError
 from automl.hpo.live import Live
 from automl.hpo.settings import SearchSettings
 from automl.hpo.study import finished_count
-from automl.hpo.trial import run_trial, trial_attrs
+from automl.hpo.trial import freeze_long_lived, run_trial, trial_attrs
 from automl.space import OptunaSuggester, Param, SearchSpace
 from automl.space.params import label
 from automl.tracking import Tracker
@@ -133,4 +133,5 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
         **kwargs,
     )
     tuner.oracle.max_trials = settings.trials  # the study's total target, Hyperband included
+    freeze_long_lived()
     tuner.search(verbose=0)

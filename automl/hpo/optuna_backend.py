@@ -17,7 +17,7 @@ from automl.hpo.live import Live
 from automl.hpo.settings import SearchSettings
 from automl.hpo.strategies import make_pruner, make_sampler
 from automl.hpo.study import FINISHED, finished_count
-from automl.hpo.trial import run_trial, trial_attrs
+from automl.hpo.trial import freeze_long_lived, run_trial, trial_attrs
 from automl.space import DefaultSuggester, OptunaSuggester, SearchSpace
 from automl.tracking import Tracker
 
@@ -109,13 +109,13 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
             raise TrialFailedInStudy(outcome.reason)
         return outcome.value
 
+    freeze_long_lived()
     study.optimize(
         objective,
         n_trials=settings.recycle,  # a recycled worker process exits after this many
         timeout=settings.timeout,
         callbacks=[MaxTrialsCallback(settings.trials, states=FINISHED), guard] if settings.trials else [guard],
         catch=(TrialFailedInStudy,),
-        gc_after_trial=True,
     )
     if guard.in_a_row >= guard.limit:
         raise SearchStopped(f"stopped after {guard.in_a_row} failed trials in a row; last: {guard.last_reason}")

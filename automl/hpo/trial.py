@@ -6,6 +6,7 @@ outcome, so both backends share this code.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from dataclasses import dataclass
@@ -103,6 +104,14 @@ def run_trial(
         run.log_metrics(summary)
     live.trial_ended(number, outcome.state, outcome.value, time.perf_counter() - start, outcome.reason or "")
     return outcome
+
+
+def freeze_long_lived() -> None:
+    """Hide what lives as long as the process (framework modules, the data) from the garbage
+    collector: Keras's clear_session collects before every trial, and walking those objects
+    took about 0.5 s of each."""
+    gc.collect()
+    gc.freeze()
 
 
 def resident_mb() -> float | None:

@@ -66,7 +66,7 @@ def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, s
     """Run trials of ``study_name`` in this process; returns how many it ran."""
     if gpu is not None:
         pin_gpu(gpu)
-    from automl.data import load_dataset
+    from automl.data import load_dataset, without_test
     from automl.hpo.driver import PARENT_ATTR, end_search_run
     from automl.hpo.live import Live
     from automl.hpo.optuna_backend import optimize
@@ -84,17 +84,19 @@ def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, s
     tracker = Tracker(settings.tracking_uri, settings.experiment, create=False)
     parent = study.user_attrs[PARENT_ATTR]
     tracker.reopen_parent(parent)
-    status = "KILLED"
+    status, ran = "KILLED", 0
     try:
         with precision(settings):
-            ran = optimize(settings, space, data, study, tracker, parent, live)
+            ran = optimize(settings, space, without_test(data), study, tracker, parent, live)
         status = "FINISHED"
         return ran
     except Exception:
         status = "FAILED"
         raise
     finally:  # the last worker out closes the parent run (and the runs of trials whose worker died)
-        end_search_run(settings, study, tracker, parent, status, live)
+        recycled = settings.recycle is not None and ran >= settings.recycle
+        final = not recycled or finished_count(study) >= settings.trials
+        end_search_run(settings, study, tracker, parent, status, live, data, final=final)
 
 
 @contextmanager

@@ -26,12 +26,15 @@ OVERFIT_KNOBS = (
 # Underfitting: train and val curves together below this training accuracy (under dropout and
 # augmentation, so a little below what the model fits).
 POOR_ACCURACY = 0.95
+STILL_LEARNING = 0.1  # train loss falling by more than this per epoch
 # Underfitting: width and depth parameters whose upper end grows (names end with these).
 WIDTHS, DEPTHS = ("filters", "growth_rate", "width"), ("blocks", "convs", "modules")
 
 
 def diagnose_curves(history: dict[str, list[float]]) -> tuple[str, str]:
-    """overfit | underfit | healthy, with the evidence, from one trial's per-epoch curves."""
+    """overfit | underfit | undertrained | healthy, with the evidence, from one trial's per-epoch
+    curves. Undertrained is underfit while the train loss still falls fast: the trial was cut
+    short (a coarse trial's few epochs), so it asks for longer training, not a bigger model."""
     loss, val_loss = history.get("loss", []), history.get("val_loss", [])
     acc, val_acc = history.get("accuracy", []), history.get("val_accuracy", [])
     if len(loss) < 2 or len(val_loss) < 2:
@@ -45,9 +48,12 @@ def diagnose_curves(history: dict[str, list[float]]) -> tuple[str, str]:
                            f"val loss rose from {val_loss[best_val]:.3g} (epoch {best_val + 1}) to {val_loss[-1]:.3g} "
                            f"while train loss kept falling")
     falling = (loss[-2] - loss[-1]) / max(loss[-2], 1e-12)
-    trend = f", train loss still falling {falling:.0%} per epoch" if falling > 0.1 else ""
+    trend = f", train loss still falling {falling:.0%} per epoch" if falling > STILL_LEARNING else ""
     if abs(gaps[-1]) < 0.03 and acc[-1] < POOR_ACCURACY:
-        return "underfit", f"train and val curves coincide (gap {gaps[-1]:+.3f}) at train accuracy {acc[-1]:.3f}{trend}"
+        if falling > STILL_LEARNING:  # cut short, not too small: more epochs, not a bigger model
+            return "undertrained", (f"train and val curves coincide (gap {gaps[-1]:+.3f}) at train accuracy "
+                                    f"{acc[-1]:.3f}{trend}")
+        return "underfit", f"train and val curves coincide (gap {gaps[-1]:+.3f}) at train accuracy {acc[-1]:.3f}"
     return "healthy", f"gap {gaps[-1]:+.3f} at train accuracy {acc[-1]:.3f}{trend}"
 
 

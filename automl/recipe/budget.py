@@ -20,7 +20,7 @@ SHARES = {"sanity": 0.02, "overfit": 0.04, "lr_range": 0.07, "coarse": 0.36, "di
           "final": 0.20}
 PLANNED = ("coarse", "diagnose", "refine", "final")  # the stages the plan re-shares
 FINAL_EPOCHS = 12  # full-data epochs worth taking time from the searches for
-MAX_FINAL = 0.5  # of what the planned stages have: the searches keep at least half
+MAX_FINAL = 0.6  # of what the planned stages have: the searches keep at least 40%
 # Trials a search stage should afford: enough for TPE to learn (coarse), and the seeds plus a
 # few more (refine).
 TRIALS = {"coarse": 12, "refine": 5}
@@ -69,3 +69,9 @@ def subset_sizes(images_per_second: float, seconds: float, epochs: int, trials: 
         return train, val
     n_train = min(train, max(MIN_TRAIN, int(affordable)))
     return n_train, min(val, max(MIN_VAL, round(val * n_train / train)))
+
+
+def affordable_epochs(images_per_second: float, seconds: float, trials: int, train: int, val: int) -> int:
+    """Epochs per trial over ``train`` and ``val`` images such that ``trials`` trials fit in ``seconds``."""
+    per_epoch = (train + EVAL_COST * val) / images_per_second
+    return int(seconds / trials / per_epoch) if per_epoch > 0 else 10**6

@@ -35,7 +35,10 @@ from automl.space.params import label
 from automl.training.progress import EpochPrinter
 
 OPTIMIZER = "training.optimizer.name"
-MAX_SWEEPS = 4  # LR range tests per tune: one per optimizer the space offers, the default first
+MAX_SWEEPS = 4  # LR range tests per tune: one per kind of optimizer the space offers, the default first
+# Adam's variants move the weights by about the learning rate whatever the gradient's scale, so
+# they share one good range (AdamW's decoupled decay and Nadam's look-ahead do not shift it).
+ADAPTIVE = ("adam", "adamw", "nadam", "adamax")
 TOP = 3  # coarse trials whose curves are read and around which the refine space is narrowed
 
 
@@ -79,7 +82,12 @@ def lr_range(tune: Tune, seconds: float) -> StageResult:
     """Sweep the LR for each optimizer the space offers; later stages search the union of the bands."""
     param = next((p for p in tune.space.params if p.name == OPTIMIZER), None)
     default = _default_config(tune).training.optimizer.name
-    names = [default] + [c for c in (param.spec.choices if param else []) if c != default]
+    names, kinds = [], set()
+    for name in [default] + [c for c in (param.spec.choices if param else []) if c != default]:
+        kind = "adam" if name in ADAPTIVE else name
+        if kind not in kinds:  # the first of each kind stands for the others
+            names.append(name)
+            kinds.add(kind)
     sweeps, curves = {}, {}
     for name in names[:MAX_SWEEPS]:
         config = _default_config(tune, **({OPTIMIZER: name} if param else {}))
@@ -153,9 +161,10 @@ def diagnose(tune: Tune, seconds: float) -> StageResult:
     _write_space(tune, refine, path, "diagnose")
     coarse_epochs = tune.output("coarse", "epochs")
     epochs = min(3 * coarse_epochs, _default_config(tune).training.epochs)
-    if verdict == "underfit":
+    if verdict in ("underfit", "undertrained"):
         epochs *= 2
-        notes.append(f"epochs: refine trains {epochs} epochs per trial, twice the plan, against underfitting")
+        why = "against underfitting" if verdict == "underfit" else "as the top trials were still learning"
+        notes.append(f"epochs: refine trains up to {epochs} epochs per trial, twice the plan, {why}")
     else:
         notes.append(f"epochs: refine trains {epochs} epochs per trial")
     readings = "; ".join(f"trial {n} {v['verdict']} ({v['why']})" for n, v in verdicts.items())
@@ -168,7 +177,14 @@ def diagnose(tune: Tune, seconds: float) -> StageResult:
 
 def refine(tune: Tune, seconds: float) -> StageResult:
     """Longer trials in the narrowed space, seeded with the best coarse configurations."""
-    epochs = tune.output("diagnose", "epochs")
+    planned = tune.output("diagnose", "epochs")
+    speed = tune.records["lr_range"]["measured"].get("images_per_second") or math.inf
+    smallest = (tune.output("coarse", "train_images"), tune.output("coarse", "val_images"))
+    epochs = max(tune.output("coarse", "epochs"),
+                 min(planned, budget.affordable_epochs(speed, seconds, budget.TRIALS["refine"], *smallest)))
+    if epochs < planned:
+        tune.say(f"refine: {epochs} epochs per trial, not {planned}, so that the budget affords "
+                 f"{budget.TRIALS['refine']} trials")
     data = _search_data(tune, "refine", seconds, epochs)
     settings = _search_settings(tune, "refine", tune.output("diagnose", "space"), epochs, seconds)
     settings.first_trials = tune.output("diagnose", "first_trials")
@@ -179,16 +195,14 @@ def final(tune: Tune, seconds: float) -> StageResult:
     """Retrain the best configuration on train + validation, early-stopped on a held-out part;
     evaluate once on the test split; export it as ``automl export`` does."""
     s = tune.settings
-    candidates = [(stage, best_trial(load_study(tune.output(stage, "study"), s.storage)))
-                  for stage in ("refine", "coarse")]
-    stage, best = next((stage, t) for stage, t in candidates if t is not None)
+    stage, best, choice = _final_choice(tune)
     config = TrialConfig.model_validate(best.user_attrs["config"])
     planned = max(config.training.epochs, tune.output("diagnose", "epochs"))
     epoch, tracing = _final_epoch_seconds(tune, stage, best)
     # As many epochs as fit, so that the LR schedule runs its course rather than being cut off.
     epochs = max(1, min(planned, int((0.95 * seconds - tracing) / epoch)))
-    tune.say(f"final: {describe(config)}, up to {epochs} epochs on train + validation (about {epoch:.0f} s each"
-             + (f"; {planned} would not fit" if epochs < planned else "") + ")")
+    tune.say(f"final: {choice}; {describe(config)}, up to {epochs} epochs on train + validation (about {epoch:.0f} s "
+             f"each" + (f"; {planned} would not fit" if epochs < planned else "") + ")")
     run = _StageEpochs(tune)
     result = train_final(config, tune.data, epochs=epochs, seconds=seconds, seed=s.seed, objective=s.objective,
                          callbacks=[MlflowEpochs(run), *([EpochPrinter(epochs, "  ")] if s.verbose else [])],
@@ -214,7 +228,7 @@ def final(tune: Tune, seconds: float) -> StageResult:
     summary = (f"Trained trial {best.number}'s configuration ({result.params:,} params) for {epochs_run} of "
                f"{epochs} epochs, best at epoch {result.best_epoch} on the held-out part "
                f"({s.objective} {result.metrics[s.objective]:.4f}); {test}.")
-    return StageResult(True, "healthy", summary, changes=[f"exported to {exported}/"],
+    return StageResult(True, "healthy", f"{summary} Chosen: {choice}.", changes=[f"exported to {exported}/"],
                        measured={**result.metrics, "epochs_run": epochs_run, "best_epoch": result.best_epoch},
                        outputs={"export": str(exported), "model_path": str(model_path), "source_trial": best.number})
 
@@ -254,13 +268,42 @@ def _search_data(tune: Tune, stage: str, seconds: float, epochs: int) -> Dataset
     return subsample(d, *sizes, seed=tune.settings.seed)
 
 
+def _final_choice(tune: Tune) -> tuple[str, optuna.trial.FrozenTrial, str]:
+    """The trial whose configuration the final stage trains, from the last search with a complete
+    trial: the best, or, by the one-standard-error rule, the cheapest per epoch of those whose
+    validation accuracy is within a standard error of the best's (the final training then
+    affords more epochs, which is worth more than a difference the validation set cannot tell)."""
+    for stage in ("refine", "coarse"):
+        study = load_study(tune.output(stage, "study"), tune.settings.storage)
+        best = best_trial(study)
+        if best is not None:
+            break
+    if tune.settings.objective != "val_accuracy":
+        return stage, best, f"trial {best.number} of the {stage} search, the best"
+    error = math.sqrt(best.value * (1 - best.value) / tune.output(stage, "val_images"))
+    close = [t for t in _top_trials(study, None) if t.value >= best.value - error and "model_path" in t.user_attrs]
+    cheapest = min(close, key=_steady_epoch_seconds)
+    if cheapest.number == best.number:
+        return stage, best, f"trial {best.number} of the {stage} search, the best"
+    speed = _steady_epoch_seconds(best) / _steady_epoch_seconds(cheapest)
+    return stage, cheapest, (f"trial {cheapest.number} of the {stage} search: val accuracy {cheapest.value:.4f}, "
+                             f"within one standard error ({error:.4f}) of the best, trial {best.number} "
+                             f"({best.value:.4f}), and {speed:.1f}x as fast per epoch")
+
+
+def _steady_epoch_seconds(trial: optuna.trial.FrozenTrial) -> float:
+    """A trial's epoch after the first (which includes tracing)."""
+    times = trial.user_attrs.get("epoch_seconds") or [trial.user_attrs["fit_seconds"] / trial.user_attrs["epochs_run"]]
+    return float(np.median(times[1:])) if len(times) > 1 else times[0]
+
+
 def _final_epoch_seconds(tune: Tune, stage: str, best: optuna.trial.FrozenTrial) -> tuple[float, float]:
     """A final epoch's seconds (over train + validation), from the speed the best trial of
     ``stage`` trained at on its part of the data, and the first epoch's extra (tracing)."""
-    times = best.user_attrs["epoch_seconds"]
-    steady = float(np.median(times[1:])) if len(times) > 1 else times[0]
+    steady = _steady_epoch_seconds(best)
     seen = tune.output(stage, "train_images") + tune.output(stage, "val_images")
-    return steady * (len(tune.data.x_train) + len(tune.data.x_val)) / seen, times[0] - steady
+    first = (best.user_attrs.get("epoch_seconds") or [steady])[0]
+    return steady * (len(tune.data.x_train) + len(tune.data.x_val)) / seen, first - steady
 
 
 def _search_settings(tune: Tune, stage: str, space: str, epochs: int, seconds: float) -> SearchSettings:
@@ -294,10 +337,10 @@ def _search_result(tune: Tune, study: optuna.Study, epochs: int, data: Dataset) 
                        run_id=run_id)
 
 
-def _top_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+def _top_trials(study: optuna.Study, top: int | None = TOP) -> list[optuna.trial.FrozenTrial]:
     complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(complete, key=lambda t: t.value, reverse=reverse)[:TOP]
+    return sorted(complete, key=lambda t: t.value, reverse=reverse)[:top]
 
 
 def _values(space: SearchSpace, stored: dict) -> dict:

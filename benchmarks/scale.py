@@ -1,7 +1,9 @@
-"""Workers benchmark: throughput with 1 and 2 local workers, storage overhead per trial, and
-memory growth per trial with and without recycling. Prints tables, writes JSON.
+"""Memory and scale: RSS per trial over a 100-trial search with and without worker recycling,
+trials per minute with 1 and 2 local workers, and the storage overhead per trial on the
+journal file, SQLite and PostgreSQL. Prints tables, writes benchmarks/results/scale.json and
+its section of benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/workers.py [--out benchmarks/results/workers.json] [--quick]
+    .venv/bin/python benchmarks/scale.py [--quick]
 
 Run it on a quiet machine: it measures wall time. PostgreSQL rows need the server binaries
 (see tests/postgres.py); they are skipped with the reason otherwise.
@@ -10,7 +12,6 @@ Run it on a quiet machine: it measures wall time. PostgreSQL rows need the serve
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, machine, markdown_table, provenance, update_results_md, write_json  # noqa: E402
+
 sys.path.insert(0, str(ROOT))  # tests/postgres.py starts the throw-away server
 
 SPACE = str(ROOT / "search_spaces" / "quick.yaml")
@@ -100,29 +103,28 @@ def memory(trials: int, recycle: int) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
-    import pandas as pd
-
-    return pd.DataFrame(rows).to_markdown(index=False)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "workers.json"))
     parser.add_argument("--quick", action="store_true", help="fewer trials (a smoke run, not for figures)")
     args = parser.parse_args()
     n = 4 if args.quick else 1
+    info = machine()
     results = {
         "throughput": throughput(trials=24 // n, epochs=2),
         "storage_overhead": storage_overhead(trials=200 // n, epochs=5),
-        "memory": memory(trials=50 // n, recycle=10 // n),
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "memory": memory(trials=100 // n, recycle=10 // n),
+        "machine": info,
     }
-    for name in ("throughput", "storage_overhead", "memory"):
-        print(f"\n## {name}\n\n{table(results[name])}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {args.out}")
+    sections = {"throughput": "Trials per minute on digits (2 epochs per trial)",
+                "storage_overhead": "Storage overhead per trial (ask, attributes, 5 reports, tell; no training)",
+                "memory": "Resident memory over a search on digits (1 epoch per trial)"}
+    tables = {name: markdown_table(results[name], list(results[name][0])) for name in sections}
+    for name, title in sections.items():
+        print(f"\n## {title}\n\n{tables[name]}")
+    print(f"\nwrote {write_json('scale', results)}")
+    if not args.quick:
+        body = "\n\n".join(f"### {title}\n\n{tables[name]}" for name, title in sections.items())
+        update_results_md("scale", f"## Memory and scale (`benchmarks/scale.py`)\n\n{body}\n\n{provenance(info)}\n")
 
 
 if __name__ == "__main__":

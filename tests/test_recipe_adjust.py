@@ -139,3 +139,47 @@ def test_searches_rank_on_a_subset_that_affords_their_trials():
 def test_refine_trials_get_the_epochs_their_budget_affords():
     # 4,435 + 2,000/3 images an epoch at 992 images/s: 5.1 s; 5 trials in 136 s afford 5 epochs
     assert plan.affordable_epochs(992, 136, 5, train=4_435, val=2_000) == 5
+
+
+class _FakeTune:
+    """What the final stage's choice reads of a tune: stage outputs and the storage."""
+
+    def __init__(self, tmp_path, searches: dict[str, list[tuple[float, float]]]):
+        import optuna
+
+        from automl.hpo.storage import open_storage
+
+        self.settings = type("Settings", (), {"storage": f"journal:{tmp_path}/j.journal",
+                                              "objective": "val_accuracy"})()
+        self.records = {"diagnose": {"outputs": {"epochs": 6}}}
+        for stage, trials in searches.items():  # (val accuracy, steady seconds per epoch on 10,000 images)
+            study = optuna.create_study(study_name=f"t/{stage}", storage=open_storage(self.settings.storage),
+                                        direction="maximize")
+            for value, seconds in trials:
+                study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=value,
+                                user_attrs={"model_path": "m.keras", "epoch_seconds": [seconds + 5, seconds],
+                                            "config": {"training": {"epochs": 15}}}))
+            self.records[stage] = {"outputs": {"study": f"t/{stage}", "train_images": 8_000, "val_images": 2_000}}
+        self.data = type("Data", (), {"x_train": range(50_000), "x_val": range(10_000)})()
+
+    def output(self, stage, key):
+        return self.records[stage]["outputs"][key]
+
+
+def test_the_final_configuration_is_the_cheapest_within_one_standard_error(tmp_path):
+    from automl.recipe.stages import _final_choice
+
+    # the standard error at 0.90 on 2,000 images is 0.0067: 0.895 is within it, 0.88 is not
+    tune = _FakeTune(tmp_path, {"refine": [(0.90, 12.0), (0.895, 4.0), (0.88, 1.0)], "coarse": [(0.85, 1.0)]})
+    stage, trial, why = _final_choice(tune, seconds=1_000)
+    assert (stage, trial.value) == ("refine", 0.895) and "3.0x as fast per epoch" in why
+
+
+def test_a_final_the_budget_cannot_train_long_enough_gives_way_to_one_it_can(tmp_path):
+    from automl.recipe.stages import _final_choice
+
+    # 6x the 10,000 images a trial saw: 12 s/epoch there is 72 s in the final, 5 epochs in 400 s
+    tune = _FakeTune(tmp_path, {"refine": [(0.91, 12.0), (0.86, 11.0)], "coarse": [(0.88, 8.0), (0.87, 2.0)]})
+    stage, trial, why = _final_choice(tune, seconds=400)
+    assert (stage, trial.value) == ("coarse", 0.87) and f"fits {plan.MIN_FINAL_EPOCHS} epochs" in why
+    assert "trial 0 of the refine search would get 5" in why

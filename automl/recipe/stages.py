@@ -195,12 +195,11 @@ def final(tune: Tune, seconds: float) -> StageResult:
     """Retrain the best configuration on train + validation, early-stopped on a held-out part;
     evaluate once on the test split; export it as ``automl export`` does."""
     s = tune.settings
-    stage, best, choice = _final_choice(tune)
+    stage, best, choice = _final_choice(tune, seconds)
     config = TrialConfig.model_validate(best.user_attrs["config"])
-    planned = max(config.training.epochs, tune.output("diagnose", "epochs"))
-    epoch, tracing = _final_epoch_seconds(tune, stage, best)
-    # As many epochs as fit, so that the LR schedule runs its course rather than being cut off.
-    epochs = max(1, min(planned, int((0.95 * seconds - tracing) / epoch)))
+    planned = _planned_epochs(tune, best)
+    epoch, _ = _final_epoch_seconds(tune, stage, best)
+    epochs = _final_epochs(tune, stage, best, seconds)
     tune.say(f"final: {choice}; {describe(config)}, up to {epochs} epochs on train + validation (about {epoch:.0f} s "
              f"each" + (f"; {planned} would not fit" if epochs < planned else "") + ")")
     run = _StageEpochs(tune)
@@ -268,27 +267,49 @@ def _search_data(tune: Tune, stage: str, seconds: float, epochs: int) -> Dataset
     return subsample(d, *sizes, seed=tune.settings.seed)
 
 
-def _final_choice(tune: Tune) -> tuple[str, optuna.trial.FrozenTrial, str]:
-    """The trial whose configuration the final stage trains, from the last search with a complete
-    trial: the best, or, by the one-standard-error rule, the cheapest per epoch of those whose
-    validation accuracy is within a standard error of the best's (the final training then
-    affords more epochs, which is worth more than a difference the validation set cannot tell)."""
-    for stage in ("refine", "coarse"):
-        study = load_study(tune.output(stage, "study"), tune.settings.storage)
-        best = best_trial(study)
-        if best is not None:
-            break
-    if tune.settings.objective != "val_accuracy":
-        return stage, best, f"trial {best.number} of the {stage} search, the best"
-    error = math.sqrt(best.value * (1 - best.value) / tune.output(stage, "val_images"))
-    close = [t for t in _top_trials(study, None) if t.value >= best.value - error and "model_path" in t.user_attrs]
-    cheapest = min(close, key=_steady_epoch_seconds)
-    if cheapest.number == best.number:
-        return stage, best, f"trial {best.number} of the {stage} search, the best"
-    speed = _steady_epoch_seconds(best) / _steady_epoch_seconds(cheapest)
-    return stage, cheapest, (f"trial {cheapest.number} of the {stage} search: val accuracy {cheapest.value:.4f}, "
-                             f"within one standard error ({error:.4f}) of the best, trial {best.number} "
-                             f"({best.value:.4f}), and {speed:.1f}x as fast per epoch")
+def _final_choice(tune: Tune, seconds: float) -> tuple[str, optuna.trial.FrozenTrial, str]:
+    """The trial whose configuration the final stage trains, and why.
+
+    From the last search with a complete trial: the best, or, by the one-standard-error rule,
+    the cheapest per epoch of those whose validation accuracy is within a standard error of the
+    best's (more final epochs are worth more than a difference the validation set cannot tell).
+    And if the final's share affords that configuration fewer than ``budget.MIN_FINAL_EPOCHS``
+    (a searched winner that is dear on the CPU), the best-ranked trial, refine's first, then
+    coarse's, whose configuration it does afford that many epochs."""
+    ranked = {stage: [t for t in _top_trials(load_study(tune.output(stage, "study"), tune.settings.storage), None)
+                      if "model_path" in t.user_attrs] for stage in ("refine", "coarse")}
+    stage = next(st for st in ranked if ranked[st])
+    best = pick = ranked[stage][0]
+    why = "the best"
+    if tune.settings.objective == "val_accuracy":
+        error = math.sqrt(best.value * (1 - best.value) / tune.output(stage, "val_images"))
+        pick = min((t for t in ranked[stage] if t.value >= best.value - error), key=_steady_epoch_seconds)
+        if pick.number != best.number:
+            speed = _steady_epoch_seconds(best) / _steady_epoch_seconds(pick)
+            why = (f"val accuracy {pick.value:.4f}, within one standard error ({error:.4f}) of the best, trial "
+                   f"{best.number} ({best.value:.4f}), and {speed:.1f}x as fast per epoch")
+
+    def fits(st: str, t: optuna.trial.FrozenTrial) -> bool:
+        return _final_epochs(tune, st, t, seconds) >= min(budget.MIN_FINAL_EPOCHS, _planned_epochs(tune, t))
+
+    if not fits(stage, pick):
+        affordable = [(st, t) for st in ranked for t in ranked[st] if fits(st, t)]
+        if affordable:
+            dear = f"trial {pick.number} of the {stage} search would get {_final_epochs(tune, stage, pick, seconds)}"
+            stage, pick = affordable[0]
+            why = f"the best whose final training fits {budget.MIN_FINAL_EPOCHS} epochs in {seconds:.0f} s ({dear})"
+    return stage, pick, f"trial {pick.number} of the {stage} search, {why}"
+
+
+def _planned_epochs(tune: Tune, trial: optuna.trial.FrozenTrial) -> int:
+    return max(trial.user_attrs["config"]["training"]["epochs"], tune.output("diagnose", "epochs"))
+
+
+def _final_epochs(tune: Tune, stage: str, trial: optuna.trial.FrozenTrial, seconds: float) -> int:
+    """As many epochs as fit in ``seconds`` (up to the planned ones), so that the LR schedule runs
+    its course rather than being cut off."""
+    epoch, tracing = _final_epoch_seconds(tune, stage, trial)
+    return max(1, min(_planned_epochs(tune, trial), int((0.95 * seconds - tracing) / epoch)))
 
 
 def _steady_epoch_seconds(trial: optuna.trial.FrozenTrial) -> float:

@@ -135,7 +135,8 @@ def _test_best(study: optuna.Study, best: optuna.trial.FrozenTrial, data: Datase
             return {}
         import keras
 
-        model = keras.models.load_model(path)
+        model = keras.models.load_model(path, compile=False)  # evaluation needs no optimizer state
+        model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
         y_test = keras.utils.to_categorical(data.y_test, data.num_classes)
         scores = model.evaluate(data.x_test, y_test, batch_size=256, verbose=0, return_dict=True)
         done = {"trial": best.number, **{f"test_{k}": float(v) for k, v in scores.items()}}

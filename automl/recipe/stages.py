@@ -124,7 +124,7 @@ def _plan(tune: Tune, images_per_second: float) -> tuple[dict[str, float], str]:
     later = {s: remaining * shares[s] / sum(shares[t] for t in budget.PLANNED) for s in budget.PLANNED}
     epoch = final_images / images_per_second
     return shares, (f"budget: the default model trains {images_per_second:.0f} images/s, so an epoch over the "
-                    f"{final_images} images of the final training takes about {epoch:.0f} s; of the {remaining:.0f} "
+                    f"{final_images} images of the final training takes about {epoch:.1f} s; of the {remaining:.0f} "
                     f"s left, coarse gets {later['coarse']:.0f}, refine {later['refine']:.0f} and final "
                     f"{later['final']:.0f}")
 
@@ -200,7 +200,7 @@ def final(tune: Tune, seconds: float) -> StageResult:
     planned = _planned_epochs(tune, best)
     epoch, _ = _final_epoch_seconds(tune, stage, best)
     epochs = _final_epochs(tune, stage, best, seconds)
-    tune.say(f"final: {choice}; {describe(config)}, up to {epochs} epochs on train + validation (about {epoch:.0f} s "
+    tune.say(f"final: {choice}; {describe(config)}, up to {epochs} epochs on train + validation (about {epoch:.1f} s "
              f"each" + (f"; {planned} would not fit" if epochs < planned else "") + ")")
     run = _StageEpochs(tune)
     result = train_final(config, tune.data, epochs=epochs, seconds=seconds, seed=s.seed, objective=s.objective,

@@ -183,3 +183,12 @@ def test_a_final_the_budget_cannot_train_long_enough_gives_way_to_one_it_can(tmp
     stage, trial, why = _final_choice(tune, seconds=400)
     assert (stage, trial.value) == ("coarse", 0.87) and f"fits {plan.MIN_FINAL_EPOCHS} epochs" in why
     assert "trial 0 of the refine search would get 5" in why
+
+
+def test_a_much_worse_configuration_is_not_rescued_by_more_final_epochs(tmp_path):
+    from automl.recipe.stages import _final_choice
+
+    # 0.60 makes 3.3x the errors of 0.88, the best of its search: the dear winner stays
+    tune = _FakeTune(tmp_path, {"refine": [(0.91, 12.0)], "coarse": [(0.88, 8.0), (0.60, 1.0)]})
+    stage, trial, why = _final_choice(tune, seconds=400)
+    assert (stage, trial.value) == ("refine", 0.91) and why.endswith("the best")

@@ -21,6 +21,7 @@ SHARES = {"sanity": 0.02, "overfit": 0.04, "lr_range": 0.07, "coarse": 0.36, "di
 PLANNED = ("coarse", "diagnose", "refine", "final")  # the stages the plan re-shares
 FINAL_EPOCHS = 12  # full-data epochs worth taking time from the searches for
 MIN_FINAL_EPOCHS = 8  # fewer, and a cheaper configuration that affords them is the better final model
+MORE_ERRORS = 1.25  # ... if it makes at most this many times the errors of the best of its search
 MAX_FINAL = 0.6  # of what the planned stages have: the searches keep at least 40%
 # Trials a search stage should afford: enough for TPE to learn (coarse), and the seeds plus a
 # few more (refine).

@@ -275,7 +275,9 @@ def _final_choice(tune: Tune, seconds: float) -> tuple[str, optuna.trial.FrozenT
     best's (more final epochs are worth more than a difference the validation set cannot tell).
     And if the final's share affords that configuration fewer than ``budget.MIN_FINAL_EPOCHS``
     (a searched winner that is dear on the CPU), the best-ranked trial, refine's first, then
-    coarse's, whose configuration it does afford that many epochs."""
+    coarse's, whose configuration it does afford that many epochs, provided the trial makes at
+    most ``budget.MORE_ERRORS`` times the errors (or loss) of its search's best: a much worse
+    configuration is not rescued by more epochs."""
     ranked = {stage: [t for t in _top_trials(load_study(tune.output(stage, "study"), tune.settings.storage), None)
                       if "model_path" in t.user_attrs] for stage in ("refine", "coarse")}
     stage = next(st for st in ranked if ranked[st])
@@ -292,8 +294,14 @@ def _final_choice(tune: Tune, seconds: float) -> tuple[str, optuna.trial.FrozenT
     def fits(st: str, t: optuna.trial.FrozenTrial) -> bool:
         return _final_epochs(tune, st, t, seconds) >= min(budget.MIN_FINAL_EPOCHS, _planned_epochs(tune, t))
 
+    def close(st: str, t: optuna.trial.FrozenTrial) -> bool:
+        top = ranked[st][0].value
+        if tune.settings.objective == "val_accuracy":
+            return 1 - t.value <= budget.MORE_ERRORS * (1 - top)
+        return t.value <= budget.MORE_ERRORS * top
+
     if not fits(stage, pick):
-        affordable = [(st, t) for st in ranked for t in ranked[st] if fits(st, t)]
+        affordable = [(st, t) for st in ranked for t in ranked[st] if close(st, t) and fits(st, t)]
         if affordable:
             dear = f"trial {pick.number} of the {stage} search would get {_final_epochs(tune, stage, pick, seconds)}"
             stage, pick = affordable[0]

@@ -1,9 +1,10 @@
-"""Build a Keras functional model from a TrialConfig: augmentation -> stem -> stages -> head."""
+"""Build a Keras functional model from a TrialConfig: augmentation -> backbone or stem -> stages -> head."""
 
 from __future__ import annotations
 
 import keras
 
+from automl.blocks import backbone
 from automl.blocks.common import Context
 from automl.blocks.densenet import densenet_stage
 from automl.blocks.inception import inception_stage
@@ -38,10 +39,13 @@ def build_model(
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Rescaling(pixel_scale, name="rescale")(inputs)
     x = _augment(x, config.augmentation, input_shape)
+    if m.backbone is not None:
+        x = backbone.attach(x, m.backbone)
     for i, conv in enumerate(m.stem):
         x = ctx.conv_bn_act(x, conv.filters, conv.kernel_size, f"stem{i + 1}", strides=conv.strides)
         x = ctx.pool(x, conv.pool, f"stem{i + 1}_pool", size=3, strides=2)
-    x = _stages(x, m, ctx, config.regularization.stochastic_depth)
+    if m.stages:
+        x = _stages(x, m, ctx, config.regularization.stochastic_depth)
     outputs = _head(x, m, ctx, num_classes)
     return keras.Model(inputs, outputs, name="automl")
 

@@ -7,6 +7,7 @@ produce configurations that build.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal, Union
 
 from pydantic import (
@@ -14,8 +15,10 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    field_validator,
     model_validator,
 )
 
@@ -127,6 +130,49 @@ class Head(Strict):
     dropout: Fraction = 0.0
 
 
+def _names_application(source: str) -> bool:
+    return source[:1].isupper() and "/" not in source and not source.endswith(".keras")
+
+
+class Backbone(Strict):
+    """A trained network whose features feed the model's own stages and head (transfer learning).
+
+    ``source`` names a ``keras.applications`` network (``ResNet50``, ``MobileNetV2``, ...) or is
+    the path of a Keras model file or of a folder written by ``automl export``. The backbone's
+    stages are its runs of layers at one feature-map resolution; ``cut`` and the freeze policy
+    count them from the top.
+    """
+
+    source: str
+    # pretrained: ImageNet for applications (from the local Keras cache), a file's own weights;
+    # random: the same architecture untrained; else the path of a weights file
+    weights: str = "pretrained"
+    input_size: PositiveInt | None = None  # square side images are resized to; default: their own
+    cut: NonNegativeInt | str = 0  # stages dropped from the top, or the layer whose output is kept
+    trainable: Literal["head", "top", "all"] = "head"  # which backbone stages train: none, the top ones, all
+    trainable_stages: PositiveInt = 1  # with trainable: top
+    fine_tune_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1  # LR multiplier while backbone stages train
+    warmup_epochs: NonNegativeInt = 0  # head-only epochs before any backbone stage trains
+    unfreeze_every: NonNegativeInt = 0  # progressive: one more stage every this many epochs; 0: all at once
+
+    @property
+    def application(self) -> bool:
+        """Whether ``source`` names a ``keras.applications`` network (else it is a path)."""
+        return _names_application(self.source)
+
+    @field_validator("source")
+    @classmethod
+    def _source_exists(cls, source: str) -> str:
+        if _names_application(source):
+            import keras  # only spaces with a backbone pay for the import here
+
+            if not callable(getattr(keras.applications, source, None)):
+                raise ValueError(f"{source!r} is not a keras.applications network (e.g. ResNet50, MobileNetV2)")
+        elif not (Path(source).is_file() or (Path(source) / "model.keras").is_file()):
+            raise ValueError(f"{source}: no such model file, nor a folder with model.keras (as automl export writes)")
+        return source
+
+
 class ModelConfig(Strict):
     activation: Activation = "relu"
     initializer: Initializer = "he_normal"
@@ -135,9 +181,24 @@ class ModelConfig(Strict):
     # otherwise validate with moving statistics still close to their initial values
     batch_norm_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
     conv_bias: bool = False  # biases next to BN are redundant; reference VGG/ResNet keep them
+    backbone: Backbone | None = None
     stem: list[StemConv] = []  # e.g. [{filters: 64, kernel_size: 7, strides: 2, pool: max}] for large images
-    stages: Annotated[list[Stage], Field(min_length=1)]
+    # with a backbone, new stages on top of its features (none is fine)
+    stages: list[Stage] = Field(default=[], validate_default=True)
     head: Head = Head()
+
+    @field_validator("stages")
+    @classmethod
+    def _features_given(cls, stages: list, info):
+        if not stages and info.data.get("backbone") is None:
+            raise ValueError("give at least one stage, or a backbone")
+        return stages
+
+    @model_validator(mode="after")
+    def _no_stem_with_a_backbone(self):
+        if self.backbone is not None and self.stem:
+            raise ValueError("a model with a backbone has no stem: the backbone is its first layers")
+        return self
 
 
 # --- training --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 from automl.errors import UserError
 from automl.hpo.results import best_trial
 from automl.hpo.storage import load_study
+from automl.saving import load_model
 
 METADATA = "automl.json"
 
@@ -47,7 +48,7 @@ def export_study(study_name: str, storage: str, out: str | Path) -> Path:
 
     formats = ["keras"]
     if keras.backend.backend() == "tensorflow":
-        model = keras.models.load_model(out / "model.keras")
+        model = load_model(out / "model.keras")
         model.export(str(out / "saved_model"), format="tf_saved_model", verbose=False)
         formats.append("tf_saved_model")
     attrs = study.user_attrs

@@ -10,6 +10,7 @@ import numpy as np
 
 from automl.errors import UserError
 from automl.export import METADATA
+from automl.saving import load_model
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
@@ -18,9 +19,7 @@ def load_exported(model_dir: str | Path):
     folder = Path(model_dir)
     if not (folder / "model.keras").is_file() or not (folder / METADATA).is_file():
         raise UserError(f"--model {model_dir}: not an exported model folder (needs model.keras and {METADATA})")
-    import keras
-
-    return keras.models.load_model(folder / "model.keras"), json.loads((folder / METADATA).read_text())
+    return load_model(folder / "model.keras"), json.loads((folder / METADATA).read_text())
 
 
 def _inputs(paths: list[str], shape: tuple[int, int, int]) -> Iterator[tuple[str, np.ndarray]]:

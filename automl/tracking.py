@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from automl.errors import UserError
+from automl.saving import load_model
 
 # MLflow configures its loggers on import; its INFO lines (database set-up) would drown the live view.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -100,7 +101,7 @@ class Tracker:
         from mlflow.models import infer_signature
 
         mlflow.set_tracking_uri(self.tracking_uri)
-        model = keras.models.load_model(model_path)
+        model = load_model(model_path)
         example = np.zeros((1, *model.input_shape[1:]), "float32")
         signature = infer_signature(example, model.predict(example, verbose=0))
         with mlflow.start_run(run_id=run_id):

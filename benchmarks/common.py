@@ -11,6 +11,8 @@ import os
 import platform
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -69,3 +71,12 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     from tabulate import tabulate
 
     return tabulate([[r.get(c, "") for c in columns] for r in rows], headers=columns, tablefmt="github")
+
+
+def ensure_data(name: str) -> None:
+    """Fashion-MNIST from Debian's package: installed here if missing and we may."""
+    if name != "fashion_mnist" or Path("/usr/share/datasets/fashion-mnist").exists() \
+            or os.environ.get("AUTOML_FASHION_MNIST_DIR"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], check=True)

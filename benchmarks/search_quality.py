@@ -38,7 +38,15 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, machine, markdown_table, provenance, update_results_md, write_json  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    ensure_data,
+    machine,
+    markdown_table,
+    provenance,
+    update_results_md,
+    write_json,
+)
 
 CONTENDERS = ("tune", "tpe", "random", "keras-tuner", "autokeras", "baseline")
 NAMES = {"tune": "automl tune", "tpe": "automl search (TPE + Hyperband)", "random": "Optuna random, no pruning",
@@ -81,15 +89,6 @@ def main() -> None:
 
 
 # --- data ---------------------------------------------------------------------------------
-
-
-def ensure_data(name: str) -> None:
-    """Fashion-MNIST from Debian's package: installed here if missing and we may."""
-    if name != "fashion_mnist" or Path("/usr/share/datasets/fashion-mnist").exists() \
-            or os.environ.get("AUTOML_FASHION_MNIST_DIR"):
-        return
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], check=True)
 
 
 def write_split(data: str, seed: int, path: Path) -> Path:

@@ -45,6 +45,15 @@ def test_curves_together_while_the_loss_still_falls_fast_read_as_undertrained():
     assert verdict == "undertrained" and "still falling 19%" in why
 
 
+def test_flat_curves_of_a_trial_cut_short_read_as_undertrained():
+    """A 3-epoch coarse trial of a 15-epoch configuration: its cosine schedule flattened the last
+    epoch, yet the configuration never trained its planned epochs, so widening it is the wrong move."""
+    flat = _history([2.0, 1.4, 1.35], [1.9, 1.4, 1.35], [0.3, 0.52, 0.55], [0.3, 0.52, 0.55])
+    verdict, why = adjust.diagnose_curves(flat, planned=15)
+    assert verdict == "undertrained" and "after 3 of the 15 epochs" in why
+    assert adjust.diagnose_curves(flat, planned=3)[0] == "underfit"
+
+
 def test_close_curves_at_a_good_level_are_healthy():
     verdict, _ = adjust.diagnose_curves(_history([0.5, 0.1, 0.05], [0.2, 0.1, 0.09], [0.9, 0.98, 0.99],
                                                  [0.95, 0.98, 0.985]))
@@ -139,6 +148,36 @@ def test_searches_rank_on_a_subset_that_affords_their_trials():
 def test_refine_trials_get_the_epochs_their_budget_affords():
     # 4,435 + 2,000/3 images an epoch at 992 images/s: 5.1 s; 5 trials in 136 s afford 5 epochs
     assert plan.affordable_epochs(992, 136, 5, train=4_435, val=2_000) == 5
+
+
+def test_searches_prune_configurations_the_final_could_not_afford():
+    # a 305 s final over 60,000 images needs 8 epochs at 8 x 60,000 / (0.95 x 305) = 1,656 images/s;
+    # pruned below 80% of that, as a few seconds' measurement reads slow on a busy machine
+    assert plan.speed_floor(2_200, 305, 60_000) == pytest.approx(0.8 * 1_656, rel=0.01)
+    # a budget too small even for the default configuration: only trials slower than 80% of it go
+    assert plan.speed_floor(2_200, 60, 60_000) == pytest.approx(0.8 * 2_200)
+    budget = Budget(900, shares=plan.SHARES)
+    later = sum(plan.SHARES[s] for s in ("diagnose", "refine", "final"))
+    assert budget.final_after("coarse", 300) == pytest.approx((900 - 300) * plan.SHARES["final"] / later, rel=0.01)
+    assert budget.final_after("refine", 300) == pytest.approx(600, rel=0.01)
+
+
+@pytest.mark.parametrize("floor, pruned", [(1e9, True), (1.0, False)])
+def test_a_trial_slower_than_the_floor_is_pruned_in_its_first_epoch(digits, floor, pruned):
+    import optuna
+
+    from automl.config import TrialConfig
+    from automl.hpo.optuna_backend import TooSlow
+    from automl.training.fit import fit
+
+    config = TrialConfig.model_validate(SearchSpace.load(SPACES / "quick.yaml").default())
+    slow = TooSlow(floor, config.training.batch_size)
+    if pruned:
+        with pytest.raises(optuna.TrialPruned, match=r"trains \d+ images/s, below the 1000000000"):
+            fit(config, digits, epochs=3, callbacks=[slow])
+    else:
+        assert len(fit(config, digits, epochs=2, callbacks=[slow]).history["loss"]) == 2
+    assert slow.measured is not None and slow.measured[0] > 0
 
 
 class _FakeTune:

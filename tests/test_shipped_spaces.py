@@ -15,7 +15,8 @@ REFERENCE = ["vgg16", "resnet50", "resnet50v2", "densenet121", "se_resnet50", "g
 
 
 def test_every_shipped_file_exists_and_validates(capsys):
-    files = [SPACES / f"{n}.yaml" for n in READY] + [SPACES / "reference" / f"{n}.yaml" for n in REFERENCE]
+    files = [SPACES / f"{n}.yaml" for n in [*READY, "transfer"]] + [SPACES / "reference" / f"{n}.yaml"
+                                                                     for n in REFERENCE]
     assert main(["spaces", "validate", *map(str, files)]) == 0
     assert capsys.readouterr().out.count(": ok") == len(files)
     assert SearchSpace.load(SPACES / "full.yaml").params  # searchable

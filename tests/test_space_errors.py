@@ -40,12 +40,12 @@ BASE_STAGE = "  stages:\n    - {family: vgg, filters: 16}\n"
         ("model:\n  stages:\n    - {family: vgg, filters: 16\n", 4, None, "invalid YAML"),
         ("model:\n" + BASE_STAGE + "training:\n  optimizer:\n    name: adam\n    momentum: 0.9\n", 7,
          "training.optimizer.momentum", "unknown key"),
-        ("model:\n  stages: []\n", 2, "model.stages", "at least 1 item"),
+        ("model:\n  stages: []\n", 2, "model.stages", "give at least one stage, or a backbone"),
         ("model:\n" + BASE_STAGE + "training:\n  schedule: {name: one_cycle, warmup_epochs: 2}\n", 5,
          "training.schedule.warmup_epochs", "Input should be 0"),
         ("model:\n" + BASE_STAGE + "augmentation:\n  cutmix: {float: [0.0, 2.0], default: 1.0}\n", 5,
          "augmentation.cutmix", "less than or equal to 1"),
-        ("model:\n  head:\n    dropout: 0.5\n", 1, "model", "missing required field 'stages'"),
+        ("model:\n  head:\n    dropout: 0.5\n", 1, "model", "give at least one stage, or a backbone"),
     ],
 )
 def test_bad_space_names_file_line_and_field(write_space, body, line, field, phrase):

@@ -22,6 +22,7 @@ from automl.hpo.results import best_trial, print_top_trials
 from automl.hpo.settings import SearchSettings
 from automl.hpo.study import finished_count, open_study
 from automl.hpo.workers import SETTINGS_ATTR, Pool, precision, shared_settings
+from automl.saving import load_model
 from automl.space import SearchSpace
 from automl.tracking import Tracker, flatten
 
@@ -33,6 +34,7 @@ def run_search(settings: SearchSettings, data: Dataset | None = None) -> optuna.
     """Run or resume the search; ``data``, when given, is ``settings.data`` already loaded."""
     space = SearchSpace.load(settings.space)
     data = data or load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
+    check_backbone(space, data.input_shape)
     study = open_study(settings, data)
     live = Live(settings.trials, settings.objective, settings.direction, settings.verbose)
     done = finished_count(study)
@@ -66,11 +68,18 @@ def run_search(settings: SearchSettings, data: Dataset | None = None) -> optuna.
     return study
 
 
+def check_backbone(space: SearchSpace, input_shape: tuple[int, int, int]) -> None:
+    from automl.blocks import backbone  # Keras loads only for a search that trains
+
+    backbone.check(space, input_shape)
+
+
 def create_search(settings: SearchSettings) -> tuple[optuna.Study, bool]:
     """Create the study and MLflow parent run of a search that workers will run, and run no trial.
     Returns the study and whether it was new (an existing one keeps its trials and runs)."""
     space = SearchSpace.load(settings.space)
     data = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
+    check_backbone(space, data.input_shape)
     study = open_study(settings, data)
     new = PARENT_ATTR not in study.user_attrs
     begin_search_run(settings, space, study, Tracker(settings.tracking_uri, settings.experiment), scheduled=True)
@@ -81,7 +90,8 @@ def begin_search_run(settings: SearchSettings, space: SearchSpace, study: optuna
                      scheduled: bool = False) -> str:
     """Open (or reopen) the parent run and record in the study what workers read; returns the run id.
     ``scheduled``: no process runs trials yet, so a new run waits as SCHEDULED and a running one stays."""
-    skipped = ("verbose", "first_trials", "nest_under", "run_tags", "workers", "recycle", "gpus", "sampler_seed")
+    skipped = ("verbose", "first_trials", "nest_under", "run_tags", "workers", "recycle", "gpus", "sampler_seed",
+               "min_images_per_second")
     parent = tracker.open_parent(
         study.user_attrs.get(PARENT_ATTR),
         name=settings.run_name or f"search-{settings.backend}",
@@ -135,7 +145,7 @@ def _test_best(study: optuna.Study, best: optuna.trial.FrozenTrial, data: Datase
             return {}
         import keras
 
-        model = keras.models.load_model(path, compile=False)  # evaluation needs no optimizer state
+        model = load_model(path)  # evaluation needs no optimizer state
         model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
         y_test = keras.utils.to_categorical(data.y_test, data.num_classes)
         scores = model.evaluate(data.x_test, y_test, batch_size=256, verbose=0, return_dict=True)

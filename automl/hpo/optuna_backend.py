@@ -38,6 +38,46 @@ class TimeUp(keras.callbacks.Callback):
             raise optuna.TrialPruned(f"the search's time ran out after epoch {epoch + 1}")
 
 
+class TooSlow(keras.callbacks.Callback):
+    """Prunes a trial that trains fewer than ``floor`` images per second, measured in its first
+    epoch after a few batches (the first include tracing) for a few seconds or to the epoch's
+    end. A tune's search stages set the floor from the speed its final training needs: a slower
+    configuration could not be the final model, so its trial stops within seconds."""
+
+    SKIPPED, MEASURED = 5, 3.0  # batches before the clock starts; seconds measured at most
+
+    def __init__(self, floor: float, batch_size: int):
+        super().__init__()
+        self.floor, self.batch_size = floor, batch_size
+        self.start: float | None = None
+        self.measured: tuple[int, float] | None = None  # batches, seconds
+        self.done = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.done or batch < self.SKIPPED:
+            return
+        now = time.perf_counter()
+        if batch == self.SKIPPED:
+            self.start = now
+        elif self.start is not None:
+            self.measured = (batch - self.SKIPPED, now - self.start)
+            if now - self.start >= self.MEASURED:
+                self._judge()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.done and self.measured:
+            self._judge()
+        self.done = True
+
+    def _judge(self) -> None:
+        self.done = True
+        batches, seconds = self.measured
+        speed = batches * self.batch_size / seconds
+        if speed < self.floor:
+            raise optuna.TrialPruned(f"trains {speed:.0f} images/s, below the {self.floor:.0f} its final training "
+                                     "would need")
+
+
 class FailureGuard:
     def __init__(self, limit: int):
         self.limit, self.in_a_row, self.last_reason = limit, 0, ""
@@ -90,6 +130,8 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
         trial.set_user_attr("worker", WORKER)
         pruning = [KerasPruningCallback(trial, settings.objective)] if settings.pruner != "none" else []
         pruning += [TimeUp(study, deadline)] if deadline else []
+        if settings.min_images_per_second:
+            pruning.append(TooSlow(settings.min_images_per_second, config["training"]["batch_size"]))
         outcome = run_trial(settings, data, trial.number, config, tracker, parent, live,
                             finished=finished_count(study), pruning=pruning, pruned_errors=(optuna.TrialPruned,))
         smaller = halved_batch(space, config) if (outcome.reason or "").startswith("oom") else None

@@ -46,6 +46,7 @@ class SearchSettings:
     run_tags: dict[str, str] = field(default_factory=dict)
     log_model: bool = True
     first_trials: list[dict] | None = None
+    min_images_per_second: float | None = None  # a recipe stage prunes slower trials (see TooSlow)
 
     def __post_init__(self):
         self.storage = defaults.storage_url(self.storage)

@@ -56,8 +56,10 @@ def failure_reason(exc: BaseException) -> str:
 
 def describe(config: TrialConfig) -> str:
     m, t = config.model, config.training
-    stages = "/".join(s.family for s in m.stages)
-    return (f"{stages} stages, {t.optimizer.name} lr {t.optimizer.learning_rate:.2g}, {t.schedule.name}, "
+    parts = [f"{Path(m.backbone.source).name} backbone ({m.backbone.trainable})"] if m.backbone else []
+    if m.stages:
+        parts.append("/".join(s.family for s in m.stages) + " stages")
+    return (f"{' + '.join(parts)}, {t.optimizer.name} lr {t.optimizer.learning_rate:.2g}, {t.schedule.name}, "
             f"batch {t.batch_size}")
 
 
@@ -85,8 +87,8 @@ def run_trial(
         try:
             result = fit(validated, data, callbacks=callbacks, epochs=epochs, objective=settings.objective,
                          seed=settings.seed + number, jit_compile=settings.jit_compile or "auto")
-        except pruned_errors as exc:
-            outcome = Outcome("PRUNED", pruned=exc)
+        except pruned_errors as exc:  # its message, when it has one, says why (too slow, time up)
+            outcome = Outcome("PRUNED", pruned=exc, reason=str(exc) or None)
         except Exception as exc:  # the trial fails alone; the search goes on
             outcome = Outcome("FAIL", reason=failure_reason(exc))
         else:

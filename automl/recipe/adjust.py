@@ -31,10 +31,12 @@ STILL_LEARNING = 0.1  # train loss falling by more than this per epoch
 WIDTHS, DEPTHS = ("filters", "growth_rate", "width"), ("blocks", "convs", "modules")
 
 
-def diagnose_curves(history: dict[str, list[float]]) -> tuple[str, str]:
+def diagnose_curves(history: dict[str, list[float]], planned: int | None = None) -> tuple[str, str]:
     """overfit | underfit | undertrained | healthy, with the evidence, from one trial's per-epoch
-    curves. Undertrained is underfit while the train loss still falls fast: the trial was cut
-    short (a coarse trial's few epochs), so it asks for longer training, not a bigger model."""
+    curves. Undertrained is underfit while the train loss still falls fast, or in a trial that
+    ran fewer than the ``planned`` epochs of its configuration (a coarse trial's few): it asks
+    for longer training, not a bigger model. (A schedule that decays within the short trial
+    flattens its last epochs, so the slope alone would misread it as underfit.)"""
     loss, val_loss = history.get("loss", []), history.get("val_loss", [])
     acc, val_acc = history.get("accuracy", []), history.get("val_accuracy", [])
     if len(loss) < 2 or len(val_loss) < 2:
@@ -50,9 +52,11 @@ def diagnose_curves(history: dict[str, list[float]]) -> tuple[str, str]:
     falling = (loss[-2] - loss[-1]) / max(loss[-2], 1e-12)
     trend = f", train loss still falling {falling:.0%} per epoch" if falling > STILL_LEARNING else ""
     if abs(gaps[-1]) < 0.03 and acc[-1] < POOR_ACCURACY:
-        if falling > STILL_LEARNING:  # cut short, not too small: more epochs, not a bigger model
+        short = f", after {len(loss)} of the {planned} epochs its configuration plans" if planned and \
+            len(loss) < planned else ""
+        if falling > STILL_LEARNING or short:  # cut short, not too small: more epochs, not a bigger model
             return "undertrained", (f"train and val curves coincide (gap {gaps[-1]:+.3f}) at train accuracy "
-                                    f"{acc[-1]:.3f}{trend}")
+                                    f"{acc[-1]:.3f}{trend}{short}")
         return "underfit", f"train and val curves coincide (gap {gaps[-1]:+.3f}) at train accuracy {acc[-1]:.3f}"
     return "healthy", f"gap {gaps[-1]:+.3f} at train accuracy {acc[-1]:.3f}{trend}"
 
@@ -94,6 +98,30 @@ def refine_changes(space: SearchSpace, top: list[dict[str, Any]], verdict: str) 
             narrowed[param.name] = node
             notes.append(note)
     return narrowed, widened, notes + widen_notes
+
+
+def start_from(space: SearchSpace, prefix: str, values: dict[str, Any]) -> tuple[dict, list[str]]:
+    """Changes that make ``values`` (fields under ``prefix``) the space's defaults, so the first
+    trial of a search tries them and the sampler explores around them. A searched parameter
+    that cannot take a value keeps its own default; one the space fixes keeps its value (the
+    user's decision wins); one it leaves out is set."""
+    params, written = _params(space), space.default()
+    changes, notes = {}, []
+    for key, value in values.items():
+        name = f"{prefix}.{key}"
+        param = params.get(name)
+        current = _lookup(written, name)
+        if param is not None and param.contains(value):
+            changes[name] = param.node(default=value)
+            notes.append(f"{name}: searched, starting from {value}")
+        elif param is not None:
+            notes.append(f"{name}: the space does not allow {value}; its own default stays")
+        elif current is None:
+            changes[name] = value
+            notes.append(f"{name}: {value}")
+        elif label(current) != label(value):
+            notes.append(f"{name}: the space fixes {current} (the policy would start from {value})")
+    return changes, notes
 
 
 def _lookup(config: dict, name: str) -> Any:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import time
 
-STAGES = ("sanity", "overfit", "lr_range", "coarse", "diagnose", "refine", "final")
+# transfer runs only for a space with a backbone: it picks the policy the later stages start from
+STAGES = ("transfer", "sanity", "overfit", "lr_range", "coarse", "diagnose", "refine", "final")
 
 # The checks are fixed, small amounts of work; their shares only say what they usually take.
-SHARES = {"sanity": 0.02, "overfit": 0.04, "lr_range": 0.07, "coarse": 0.36, "diagnose": 0.01, "refine": 0.30,
-          "final": 0.20}
+SHARES = {"transfer": 0.03, "sanity": 0.02, "overfit": 0.04, "lr_range": 0.07, "coarse": 0.36, "diagnose": 0.01,
+          "refine": 0.30, "final": 0.20}
 PLANNED = ("coarse", "diagnose", "refine", "final")  # the stages the plan re-shares
 FINAL_EPOCHS = 12  # full-data epochs worth taking time from the searches for
 MIN_FINAL_EPOCHS = 8  # fewer, and a cheaper configuration that affords them is the better final model
@@ -28,6 +29,10 @@ MAX_FINAL = 0.6  # of what the planned stages have: the searches keep at least 4
 TRIALS = {"coarse": 12, "refine": 5}
 MIN_TRAIN, MIN_VAL = 2000, 2000  # below these, rankings are noise
 EVAL_COST = 1 / 3  # a validation image costs about a third of a training image (no backward pass)
+# A trial's speed, measured for a few seconds of its first epoch, reads up to about 20% slow on
+# a busy machine: the searches prune only below this share of the speed a configuration needs
+# (the final's choice, from steady epoch times, rejects what still does not fit).
+MARGIN = 0.8
 
 
 class Budget:
@@ -44,6 +49,12 @@ class Budget:
     def remaining(self) -> float:
         return max(0.0, self.total - self.spent())
 
+    def final_after(self, stage: str, seconds: float) -> float:
+        """The final stage's seconds, foreseen, if ``stage`` takes ``seconds`` and the stages
+        between take their shares."""
+        later = STAGES[STAGES.index(stage) + 1:]
+        return max(0.0, self.remaining() - seconds) * self.shares["final"] / sum(self.shares[s] for s in later)
+
     def allot(self, stage: str) -> float:
         """The seconds ``stage`` may take: its share of what the stages from it onward have left."""
         later = STAGES[STAGES.index(stage):]
@@ -59,6 +70,15 @@ def planned_shares(images_per_second: float, final_images: int, remaining: float
     searches = planned - SHARES["final"]
     return {**SHARES, **{s: SHARES[s] * (1 - final) * planned / searches for s in PLANNED if s != "final"},
             "final": final * planned}
+
+
+def speed_floor(default_speed: float, final_seconds: float, final_images: int) -> float:
+    """The images per second below which a search prunes a trial: ``MARGIN`` times the speed a
+    final training of ``final_seconds`` needs to afford ``MIN_FINAL_EPOCHS`` epochs over
+    ``final_images``, or times the default configuration's speed where even that falls short (the
+    first trial of a search must pass)."""
+    needed = MIN_FINAL_EPOCHS * final_images / max(0.95 * final_seconds, 1.0)
+    return MARGIN * min(needed, default_speed)
 
 
 def subset_sizes(images_per_second: float, seconds: float, epochs: int, trials: int, train: int,

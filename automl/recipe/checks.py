@@ -17,6 +17,7 @@ from automl.builder import build_model
 from automl.config import TrialConfig
 from automl.data import Dataset
 from automl.training.optimizers import make_optimizer
+from automl.training.phases import freeze_as_training_starts
 
 
 @dataclass
@@ -82,6 +83,7 @@ def check_overfit(config: TrialConfig, data: Dataset, batches: int = 8, max_epoc
     n = min(len(data.x_train), batches * cfg.training.batch_size)
     x, y = data.x_train[:n], data.y_train[:n]
     model = build_model(cfg, data.input_shape, data.num_classes, data.pixel_scale)
+    freeze_as_training_starts(model, cfg)
     model.compile(optimizer=make_optimizer(cfg.training.optimizer, cfg.training.optimizer.learning_rate),
                   loss="categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x, keras.utils.to_categorical(y, data.num_classes), batch_size=cfg.training.batch_size,
@@ -149,6 +151,7 @@ def lr_range_test(config: TrialConfig, data: Dataset, min_lr: float = 1e-6, max_
     y = keras.utils.to_categorical(np.concatenate([data.y_train] * reps)[: steps * batch], data.num_classes)
     sweep = keras.optimizers.schedules.ExponentialDecay(min_lr, steps, max_lr / min_lr)
     model = build_model(cfg, data.input_shape, data.num_classes, data.pixel_scale)
+    freeze_as_training_starts(model, cfg)
     model.compile(optimizer=make_optimizer(cfg.training.optimizer, sweep), loss="categorical_crossentropy")
     recorder = _BatchLosses()
     model.fit(x, y, batch_size=batch, epochs=1, shuffle=True, verbose=0, callbacks=[recorder])

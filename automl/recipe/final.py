@@ -28,9 +28,11 @@ class Deadline(keras.callbacks.Callback):
     def __init__(self, seconds: float, estimate: float | None = None):
         super().__init__()
         self.seconds, self.estimate = seconds, estimate
+        self.start: float | None = None
 
-    def on_train_begin(self, logs=None):
-        self.start = self.epoch_start = time.perf_counter()
+    def on_train_begin(self, logs=None):  # once: a phased training calls fit once per phase
+        if self.start is None:
+            self.start = self.epoch_start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()

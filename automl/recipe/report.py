@@ -71,6 +71,13 @@ def _sections(tune: optuna.Study, records: dict, searches: dict, figures: Path):
         yield from EXTRAS.get(stage, lambda *a: ())(record, searches, figures, tune)
 
 
+def _transfer(record, searches, figures, tune):
+    probes = pd.DataFrame(record["outputs"]["probes"]).rename(
+        columns={"pretrained": "probe accuracy, trained backbone", "random": "probe accuracy, untrained"})
+    yield "Linear probes on the backbone's pooled features (cut: stages dropped from its top):\n\n"
+    yield probes.to_markdown(index=False, floatfmt=".3f") + "\n"
+
+
 def _lr_range(record, searches, figures, tune):
     curves = record["outputs"].get("curves")
     if curves:
@@ -133,8 +140,8 @@ def _final(record, searches, figures, tune):
                       "learning curves of the final model (validation: the held-out part)")
 
 
-EXTRAS = {"lr_range": _lr_range, "coarse": _search("coarse"), "diagnose": _diagnose, "refine": _search("refine"),
-          "final": _final}
+EXTRAS = {"transfer": _transfer, "lr_range": _lr_range, "coarse": _search("coarse"), "diagnose": _diagnose,
+          "refine": _search("refine"), "final": _final}
 
 
 def _figure(fig, path: Path, caption: str) -> str:

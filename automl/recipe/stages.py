@@ -1,4 +1,4 @@
-"""The seven stages of the recipe, each ``(tune, seconds) -> StageResult``, in the order they run.
+"""The stages of the recipe, each ``(tune, seconds) -> StageResult``, in the order they run.
 
 The checks train the space's default configuration; the searches go through ``run_search``
 like ``automl search``, on spaces the earlier stages rewrote (written under the tune's folder
@@ -27,6 +27,7 @@ from automl.hpo.settings import SearchSettings
 from automl.hpo.storage import load_study
 from automl.hpo.trial import MlflowEpochs, describe
 from automl.recipe import adjust, budget
+from automl.recipe import transfer as transfer_policy
 from automl.recipe.checks import Finding, check_initial_loss, check_overfit, lr_range_test
 from automl.recipe.final import train_final
 from automl.recipe.tune import StageResult, Tune
@@ -48,6 +49,20 @@ def _result(finding: Finding, **extra) -> StageResult:
 
 def _default_config(tune: Tune, **values) -> TrialConfig:
     return TrialConfig.model_validate(tune.space.sample(FixedSuggester(values)))
+
+
+def transfer(tune: Tune, seconds: float) -> StageResult:
+    """With a backbone: measure the data's size and likeness to the backbone's data, and start
+    the later stages from the table's policy for that cell (they search around it)."""
+    spec = _default_config(tune).model.backbone
+    reading = transfer_policy.read(spec, tune.data, tune.settings.seed)
+    changes, notes = adjust.start_from(tune.space, "model.backbone", reading.policy)
+    path = tune.settings.folder / "spaces" / "transfer.yaml"
+    _write_space(tune, tune.space.rewritten(changes, str(path)), path, "transfer")
+    measured = {"images_per_class": reading.per_class, **{f"probe_cut{p['cut']}_{kind}": p[kind]
+                                                          for p in reading.probes for kind in ("pretrained", "random")}}
+    return StageResult(True, reading.cell.replace(" and ", "_"), reading.why, changes=notes, measured=measured,
+                       outputs={"space": str(path), "policy": reading.policy, "probes": reading.probes})
 
 
 def sanity(tune: Tune, seconds: float) -> StageResult:
@@ -143,7 +158,9 @@ def diagnose(tune: Tune, seconds: float) -> StageResult:
     top = _top_trials(coarse_study)
     verdicts = {}
     for trial in top:
-        verdict, why = adjust.diagnose_curves(trial.user_attrs.get("history", {}))
+        planned = trial.user_attrs["config"]["training"]["epochs"]  # when coarse ran fewer, it cut the trial short
+        verdict, why = adjust.diagnose_curves(trial.user_attrs.get("history", {}),
+                                              planned if tune.output("coarse", "epochs") < planned else None)
         verdicts[trial.number] = {"verdict": verdict, "why": why, "value": trial.value}
         if trial.user_attrs.get("mlflow_run_id"):
             tune.tracker.client.set_tag(trial.user_attrs["mlflow_run_id"], "automl.diagnosis", verdict)
@@ -336,12 +353,21 @@ def _final_epoch_seconds(tune: Tune, stage: str, best: optuna.trial.FrozenTrial)
 
 
 def _search_settings(tune: Tune, stage: str, space: str, epochs: int, seconds: float) -> SearchSettings:
+    """A search stage's settings. Its trials must train fast enough for the final stage to afford
+    their configuration (``budget.speed_floor``): slower ones are pruned within seconds."""
     s = tune.settings
+    speed = tune.records["lr_range"]["measured"].get("images_per_second")
+    floor = speed and budget.speed_floor(speed, tune.budget.final_after(stage, seconds),
+                                         len(tune.data.x_train) + len(tune.data.x_val))
+    if floor:
+        tune.say(f"{stage}: trials slower than {floor:.0f} images/s are pruned (the final training could not "
+                 f"afford {budget.MIN_FINAL_EPOCHS} epochs of them)")
     return SearchSettings(space=space, data=s.data, study=f"{s.study}/{stage}", storage=s.storage,
                           tracking_uri=s.tracking_uri, out=s.out, sampler=s.sampler, pruner=s.pruner, trials=None,
                           timeout=max(seconds, 1.0), epochs=epochs, seed=s.seed, objective=s.objective,
                           image_size=s.image_size, verbose=s.verbose, experiment=s.study, nest_under=tune.top,
-                          run_name=stage, run_tags={"automl.stage": stage}, log_model=False)
+                          run_name=stage, run_tags={"automl.stage": stage}, log_model=False,
+                          min_images_per_second=floor or None)
 
 
 def _search_result(tune: Tune, study: optuna.Study, epochs: int, data: Dataset) -> StageResult:

@@ -1,4 +1,5 @@
-"""Run the staged tuning recipe: sanity -> overfit -> lr_range -> coarse -> diagnose -> refine -> final.
+"""Run the staged tuning recipe: [transfer ->] sanity -> overfit -> lr_range -> coarse -> diagnose ->
+refine -> final (transfer: for a space with a backbone).
 
 State lives where a search's does: the tune is an Optuna study (``--study``) whose user
 attributes hold one record per finished stage, and whose single trial is the final model (so
@@ -23,7 +24,7 @@ import optuna
 
 from automl.data import Dataset, load_dataset
 from automl.errors import RecipeStopped
-from automl.hpo.driver import PARENT_ATTR
+from automl.hpo.driver import PARENT_ATTR, check_backbone
 from automl.hpo.live import Live
 from automl.hpo.study import open_named_study
 from automl.recipe.budget import STAGES, Budget
@@ -54,11 +55,15 @@ class Tune:
         self.settings = settings
         self.live = Live(None, settings.objective, settings.direction, settings.verbose)
         self.space = SearchSpace.load(settings.space)
+        self.stages = [s for s in STAGES if s != "transfer" or "backbone" in self.space.default()["model"]]
         self.data: Dataset = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
+        check_backbone(self.space, self.data.input_shape)
         identity = {"space": settings.space, "data": settings.data, "objective": settings.objective, "kind": "tune"}
         self.study = open_named_study(settings.study, settings.storage, settings.direction, identity, self.data)
         self.records: dict[str, dict] = {k.removeprefix(RECORD_PREFIX): v for k, v in self.study.user_attrs.items()
                                          if k.startswith(RECORD_PREFIX)}
+        if self.records.get("transfer", {}).get("ok"):  # the transfer policy's space is the later stages' base
+            self.space = SearchSpace.load(self.output("transfer", "space"))
         self.budget = Budget(settings.budget, sum(r["seconds"] for r in self.records.values()),
                              self.records.get("lr_range", {}).get("outputs", {}).get("shares"))
         self.tracker = Tracker(settings.tracking_uri, settings.study)
@@ -89,9 +94,9 @@ class Tune:
         self.tracker.close_stale_children(self.top, alive=())  # stage runs of an interrupted tune
         status = "KILLED"
         try:
-            for number, stage in enumerate(STAGES, 1):
+            for number, stage in enumerate(self.stages, 1):
                 if self.records.get(stage, {}).get("ok"):
-                    self.say(f"[{number}/{len(STAGES)}] {stage}: done before; {self.records[stage]['summary']}")
+                    self.say(f"[{number}/{len(self.stages)}] {stage}: done before; {self.records[stage]['summary']}")
                 else:
                     self._run_stage(number, stage, getattr(stages, stage))
                 if stage == s.until:
@@ -106,7 +111,7 @@ class Tune:
 
     def _run_stage(self, number: int, stage: str, body) -> None:
         allot = self.budget.allot(stage)
-        self.say(f"\n[{number}/{len(STAGES)}] {stage}: {allot:.0f} s of the {self.budget.remaining():.0f} s left")
+        self.say(f"\n[{number}/{len(self.stages)}] {stage}: {allot:.0f} s of the {self.budget.remaining():.0f} s left")
         start = time.perf_counter()
         if stage in ("coarse", "refine"):  # the search opens (or reopens) its own parent run
             result: StageResult = body(self, allot)
@@ -122,6 +127,8 @@ class Tune:
         self.records[stage] = record
         if "shares" in result.outputs:  # the plan, from the speed the stage measured
             self.budget.shares = result.outputs["shares"]
+        if stage == "transfer":
+            self.space = SearchSpace.load(result.outputs["space"])
         self.say(f"{stage}: {'ok' if result.ok else 'STOP'} ({result.verdict}) in {seconds:.1f} s; {result.summary}")
         for change in result.changes:
             self.say(f"  next: {change}")

@@ -14,6 +14,7 @@ from automl.builder import build_model
 from automl.config import TrialConfig
 from automl.data import Dataset
 from automl.errors import TrialFailed
+from automl.training import phases
 from automl.training.augmentation import batch_mixers
 from automl.training.optimizers import make_optimizer
 from automl.training.schedules import learning_rate
@@ -51,6 +52,27 @@ class LearningRateLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class BestEpoch(keras.callbacks.EarlyStopping):
+    """EarlyStopping, with the best weights kept, over all the ``fit`` calls of a phased training:
+    it starts watching once, and ``restore`` puts the best epoch's weights back after the last."""
+
+    def __init__(self, **kwargs):
+        super().__init__(restore_best_weights=True, **kwargs)
+        self.watching = False
+
+    def on_train_begin(self, logs=None):
+        if not self.watching:
+            super().on_train_begin(logs)
+            self.watching = True
+
+    def on_train_end(self, logs=None):
+        pass
+
+    def restore(self) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
 
 
 class MixedBatches(keras.utils.PyDataset):
@@ -99,12 +121,8 @@ def fit(
     epochs = epochs or t.epochs
     model = build_model(config, data.input_shape, data.num_classes, data.pixel_scale)
     steps = math.ceil(len(data.x_train) / t.batch_size)
-    model.compile(
-        optimizer=make_optimizer(t.optimizer, learning_rate(t, steps, epochs)),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.regularization.label_smoothing),
-        metrics=["accuracy"],
-        jit_compile=jit_compile,  # XLA: True compiles the train step, "auto" lets Keras decide
-    )
+    rate = learning_rate(t, steps, epochs)
+    spec = config.model.backbone
     y_train = keras.utils.to_categorical(data.y_train, data.num_classes)
     y_val = keras.utils.to_categorical(data.y_val, data.num_classes)
     mixers = batch_mixers(config.augmentation, seed)
@@ -113,13 +131,11 @@ def fit(
     else:
         train, fit_kwargs = data.x_train, {"y": y_train, "batch_size": t.batch_size, "shuffle": True}
 
-    mode = OBJECTIVES[objective]
-    best = keras.callbacks.EarlyStopping(
+    best = BestEpoch(
         monitor=objective,
-        mode=mode,
+        mode=OBJECTIVES[objective],
         patience=t.early_stopping.patience if t.early_stopping else epochs,
         min_delta=t.early_stopping.min_delta if t.early_stopping else 0.0,
-        restore_best_weights=True,
     )
     timer = EpochTimer()
     own = [LearningRateLogger(), keras.callbacks.TerminateOnNaN(), best, timer]
@@ -127,15 +143,31 @@ def fit(
         s = t.schedule
         own.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=s.factor, patience=s.patience,
                                                      min_lr=s.min_lr))
+    history: dict[str, list[float]] = {}
     fit_start = time.perf_counter()
-    history = model.fit(
-        train,
-        validation_data=(data.x_val, y_val),
-        epochs=epochs,
-        callbacks=own + list(callbacks),
-        verbose=verbose,
-        **fit_kwargs,
-    ).history
+    for phase in phases.plan(spec, phases.backbone_stages(model) if spec else 0, epochs):
+        if spec is not None:
+            phases.set_trainable(model, phase.stages)
+        model.compile(
+            optimizer=make_optimizer(t.optimizer, phases.phase_rate(rate, phase, steps)),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.regularization.label_smoothing),
+            metrics=["accuracy"],
+            jit_compile=jit_compile,  # XLA: True compiles the train step, "auto" lets Keras decide
+        )
+        done = model.fit(
+            train,
+            validation_data=(data.x_val, y_val),
+            initial_epoch=phase.start,
+            epochs=phase.end,
+            callbacks=own + list(callbacks),
+            verbose=verbose,
+            **fit_kwargs,
+        ).history
+        for key, values in done.items():
+            history.setdefault(key, []).extend(values)
+        if model.stop_training:  # early stopping, NaN, a deadline or pruning's stop
+            break
+    best.restore()
     fit_seconds = time.perf_counter() - fit_start
     losses = history.get("loss", [])
     if any(not math.isfinite(v) for v in losses):

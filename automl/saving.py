@@ -1,0 +1,16 @@
+"""Loading the models automl saved: its own layers and LR schedules are registered first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def load_model(path: str | Path, compile: bool = False):
+    """The Keras model saved at ``path``; without its optimizer unless ``compile`` (inference,
+    evaluation and reuse as a backbone need none, and each compiles its own)."""
+    import keras
+
+    from automl.blocks import backbone  # noqa: F401  registers AdaptChannels and ApplicationInput
+    from automl.training import phases, schedules  # noqa: F401  register the LR schedules
+
+    return keras.saving.load_model(path, compile=compile)

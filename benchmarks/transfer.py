@@ -1,0 +1,193 @@
+"""Transfer learning on little data: a backbone searched on Fashion-MNIST's classes 0-4, reused
+for classes 5-9 with 1,000 training images, against the same architecture trained from
+scratch with the same budget.
+
+    .venv/bin/python benchmarks/transfer.py [--source-budget 600] [--budget 300] [--train-images 1000]
+
+1. ``automl tune`` on classes 0-4 (all their training images) for ``--source-budget`` seconds;
+   ``automl export`` writes its final model: the backbone.
+2. On classes 5-9, ``--train-images`` stratified training images, a quarter as many validation
+   images, and all their test images, two ``automl tune`` runs of ``--budget`` seconds each:
+   - *transferred*: the backbone's trained weights; the tune's transfer stage measures the data
+     and picks its starting policy, and its searches explore cut, freeze policy, fine-tuning LR,
+     warm-up and progressive unfreezing;
+   - *from scratch*: the same architecture (the backbone, uncut), untrained, all of it trained
+     at the full learning rate.
+   Both search the same head, learning rate and batch size.
+
+Writes benchmarks/results/transfer.json and its section of benchmarks/RESULTS.md. Run it on a
+quiet machine: each run has a wall-clock budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    ROOT,
+    ensure_data,
+    machine,
+    markdown_table,
+    provenance,
+    update_results_md,
+    write_json,
+)
+
+AUTOML = [sys.executable, "-m", "automl.cli"]
+SOURCE_CLASSES, TARGET_CLASSES = range(0, 5), range(5, 10)
+# What both target tunes search besides the backbone: the head and the training.
+TRAINING = """
+  head:
+    dropout: {float: [0.0, 0.5], default: 0.3}
+training:
+  epochs: 15
+  batch_size: {choice: [32, 64, 128], default: 64}
+  optimizer:
+    name: adam
+    learning_rate: {float: [1.0e-4, 1.0e-2], log: true, default: 2.0e-3}
+  schedule: {name: cosine}
+"""
+TRANSFERRED = """model:
+  backbone:
+    source: {source}
+    cut: {{int: [0, 2], default: 0}}
+    trainable: {{choice: [head, top, all], default: head}}
+    trainable_stages: {{int: [1, 2], default: 1, when: {{trainable: top}}}}
+    fine_tune_lr: {{float: [0.01, 1.0], log: true, default: 0.1}}
+    warmup_epochs: {{int: [0, 3], default: 0}}
+    unfreeze_every: {{int: [0, 3], default: 0}}
+"""
+SCRATCH = """model:
+  backbone: {{source: {source}, weights: random, trainable: all, fine_tune_lr: 1.0}}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source-budget", type=float, default=600.0, help="seconds to search the backbone")
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds for each run on the target classes")
+    parser.add_argument("--train-images", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", help="keep the runs' files here (default: a temporary folder)")
+    args = parser.parse_args()
+    info = machine()
+    ensure_data("fashion_mnist")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        source_data, target_data = write_data(work, args.train_images, args.seed)
+        backbone = work / "backbone"
+        source = tune(work / "source", source_data, ROOT / "search_spaces" / "small_images.yaml",
+                      args.source_budget, args.seed)
+        automl(["export", "--study", "tune", "--out", str(backbone)], work / "source")
+        results = [{"run": "source: classes 0-4, all their images", **source}]
+        for name, template in (("transferred", TRANSFERRED), ("from scratch", SCRATCH)):
+            space = work / f"{name.replace(' ', '_')}.yaml"
+            space.write_text(template.format(source=backbone) + TRAINING)
+            folder = work / name.replace(" ", "_")
+            results.append({"run": f"{name}: classes 5-9, {args.train_images} images",
+                            **tune(folder, target_data, space, args.budget, args.seed)})
+    report(results, args, info)
+
+
+def write_data(work: Path, train_images: int, seed: int) -> tuple[Path, Path]:
+    """automl's split of Fashion-MNIST, cut by class: all of 0-4, and a small stratified part of 5-9."""
+    from automl.data import load_dataset
+    from automl.data.dataset import holdout
+
+    d = load_dataset("fashion_mnist", seed=seed)
+
+    def classes(x, y, wanted):
+        keep = np.isin(y, list(wanted))
+        return x[keep], y[keep] - min(wanted)
+
+    def few(x, y, n):
+        return holdout(x, y, n / len(y), seed)[1::2]
+
+    parts = {"source": {}, "target": {}}
+    for split, n in (("train", train_images), ("val", max(1, train_images // 4)), ("test", None)):
+        x, y = getattr(d, f"x_{split}"), getattr(d, f"y_{split}")
+        parts["source"][f"x_{split}"], parts["source"][f"y_{split}"] = classes(x, y, SOURCE_CLASSES)
+        x_t, y_t = classes(x, y, TARGET_CLASSES)
+        parts["target"][f"x_{split}"], parts["target"][f"y_{split}"] = few(x_t, y_t, n) if n else (x_t, y_t)
+    paths = []
+    for name, arrays in parts.items():
+        path = work / f"{name}.npz"
+        np.savez(path, **arrays)
+        print(f"{name}: {len(arrays['y_train'])} train / {len(arrays['y_val'])} val / {len(arrays['y_test'])} "
+              "test images", flush=True)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def automl(command: list[str], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "output.log", "a") as log:
+        subprocess.run([*AUTOML, *command], cwd=folder, check=True, stdout=log, stderr=subprocess.STDOUT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+
+
+def tune(folder: Path, data: Path, space: Path, budget: float, seed: int) -> dict:
+    """One ``automl tune``; its final model's test accuracy and what its transfer stage chose."""
+    from automl.hpo.storage import load_study
+
+    print(f"\n=== tune {space.name} on {data.name}: {budget:.0f} s ===", flush=True)
+    automl(["tune", "--space", str(space), "--data", str(data), "--budget", str(budget), "--study", "tune",
+            "--seed", str(seed), "--quiet"], folder)
+    study = load_study("tune", f"journal:{folder}/automl.journal")
+    final = study.trials[0]
+    records = {k.removeprefix("stage:"): v for k, v in study.user_attrs.items() if k.startswith("stage:")}
+    result = {"test_accuracy": final.user_attrs["metrics"]["test_accuracy"],
+              "seconds": round(sum(r["seconds"] for r in records.values()), 1),
+              "final": records["final"]["summary"]}
+    if "transfer" in records:
+        result["transfer"] = {"cell": records["transfer"]["verdict"], "why": records["transfer"]["summary"],
+                              "probes": records["transfer"]["outputs"]["probes"]}
+    result["config"] = final.user_attrs["config"]["model"].get("backbone")
+    print(json.dumps({k: v for k, v in result.items() if k != "config"}), flush=True)
+    return result
+
+
+def report(results: list[dict], args, info: dict) -> None:
+    write_json("transfer", {"source_budget": args.source_budget, "budget": args.budget,
+                            "train_images": args.train_images, "machine": info, "results": results})
+    rows = [{"run": r["run"], "test accuracy": f"{r['test_accuracy']:.4f}", "tune s": r["seconds"],
+             "backbone policy": _policy(r.get("config"))} for r in results]
+    table = markdown_table(rows, ["run", "test accuracy", "tune s", "backbone policy"])
+    chosen = next((r["transfer"]["why"] for r in results if "transfer" in r and r["config"]
+                   and r["config"].get("weights", "pretrained") == "pretrained"), "")
+    print("\n" + table)
+    update_results_md("transfer", f"""## Transfer learning on 1,000 images (`benchmarks/transfer.py`)
+
+A backbone searched on Fashion-MNIST's classes 0-4 ({args.source_budget:.0f} s of `automl tune`), then
+classes 5-9 with {args.train_images} training images: the backbone transferred, against the same
+architecture from scratch, {args.budget:.0f} s of `automl tune` each. Test accuracy on all the
+test images of the classes each run learned.
+
+{table}
+
+The transferred tune's transfer stage: {chosen}
+
+{provenance(info)}
+""")
+
+
+def _policy(backbone: dict | None) -> str:
+    if not backbone:
+        return "-"
+    keys = ("weights", "cut", "trainable", "trainable_stages", "fine_tune_lr", "warmup_epochs", "unfreeze_every")
+    return ", ".join(f"{k} {backbone[k]}" for k in keys if k in backbone)
+
+
+if __name__ == "__main__":
+    main()

@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", help="keep the runs' files here (default: a temporary folder)")
+    parser.add_argument("--backbone", help="an `automl export` folder to reuse instead of searching one")
     args = parser.parse_args()
     info = machine()
     ensure_data("fashion_mnist")
@@ -86,11 +87,15 @@ def main() -> None:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
         source_data, target_data = write_data(work, args.train_images, args.seed)
-        backbone = work / "backbone"
-        source = tune(work / "source", source_data, ROOT / "search_spaces" / "small_images.yaml",
-                      args.source_budget, args.seed)
-        automl(["export", "--study", "tune", "--out", str(backbone)], work / "source")
-        results = [{"run": "source: classes 0-4, all their images", **source}]
+        results = []
+        if args.backbone:
+            backbone = Path(args.backbone).resolve()
+        else:
+            backbone = work / "backbone"
+            source = tune(work / "source", source_data, ROOT / "search_spaces" / "small_images.yaml",
+                          args.source_budget, args.seed)
+            automl(["export", "--study", "tune", "--out", str(backbone)], work / "source")
+            results.append({"run": "source: classes 0-4, all their images", **source})
         for name, template in (("transferred", TRANSFERRED), ("from scratch", SCRATCH)):
             space = work / f"{name.replace(' ', '_')}.yaml"
             space.write_text(template.format(source=backbone) + TRAINING)
@@ -166,10 +171,11 @@ def report(results: list[dict], args, info: dict) -> None:
     table = markdown_table(rows, ["run", "test accuracy", "tune s", "backbone policy"])
     chosen = next((r["transfer"]["why"] for r in results if "transfer" in r and r["config"]
                    and r["config"].get("weights", "pretrained") == "pretrained"), "")
+    source = (f"`{args.backbone}`, reused" if args.backbone else f"{args.source_budget:.0f} s of `automl tune`")
     print("\n" + table)
     update_results_md("transfer", f"""## Transfer learning on 1,000 images (`benchmarks/transfer.py`)
 
-A backbone searched on Fashion-MNIST's classes 0-4 ({args.source_budget:.0f} s of `automl tune`), then
+A backbone searched on Fashion-MNIST's classes 0-4 ({source}), then
 classes 5-9 with {args.train_images} training images: the backbone transferred, against the same
 architecture from scratch, {args.budget:.0f} s of `automl tune` each. Test accuracy on all the
 test images of the classes each run learned.
@@ -186,7 +192,8 @@ def _policy(backbone: dict | None) -> str:
     if not backbone:
         return "-"
     keys = ("weights", "cut", "trainable", "trainable_stages", "fine_tune_lr", "warmup_epochs", "unfreeze_every")
-    return ", ".join(f"{k} {backbone[k]}" for k in keys if k in backbone)
+    return ", ".join(f"{k} {backbone[k]:.3g}" if isinstance(backbone[k], float) else f"{k} {backbone[k]}"
+                     for k in keys if k in backbone)
 
 
 if __name__ == "__main__":

@@ -82,8 +82,9 @@ def check_overfit(config: TrialConfig, data: Dataset, batches: int = 8, max_epoc
     cfg = plain(config)
     n = min(len(data.x_train), batches * cfg.training.batch_size)
     x, y = data.x_train[:n], data.y_train[:n]
+    # every layer trains, a backbone's too: this checks that the model can learn at all (a frozen
+    # backbone under a linear head cannot memorize, yet transfers well)
     model = build_model(cfg, data.input_shape, data.num_classes, data.pixel_scale)
-    freeze_as_training_starts(model, cfg)
     model.compile(optimizer=make_optimizer(cfg.training.optimizer, cfg.training.optimizer.learning_rate),
                   loss="categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x, keras.utils.to_categorical(y, data.num_classes), batch_size=cfg.training.batch_size,

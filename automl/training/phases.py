@@ -60,8 +60,8 @@ def set_trainable(model: keras.Model, stages: int) -> None:
 
 
 def freeze_as_training_starts(model: keras.Model, config: TrialConfig) -> None:
-    """What trains in the first phase of ``config``'s training: the recipe's checks (overfitting a
-    few batches, the LR sweep) then measure the training the trials will start with."""
+    """What trains in the first phase of ``config``'s training: the recipe's LR sweep then measures
+    the training the trials start with."""
     spec = config.model.backbone
     if spec is not None:
         set_trainable(model, plan(spec, backbone_stages(model), config.training.epochs)[0].stages)

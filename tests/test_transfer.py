@@ -336,3 +336,8 @@ def test_a_backbone_that_cannot_load_stops_the_search_before_it_writes(tmp_path,
     assert done.stderr.strip().splitlines()[-1] == (f"automl: error: {space}: model.backbone: backbone "
                                                     f"{digit_backbone}: cut 3 drops all its 3 stages")
     assert not (tmp_path / "automl.journal").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_weights_that_do_not_load_are_one_clear_error(tmp_path, digit_backbone):
+    with pytest.raises(ArchitectureError, match=r"backbone .*digits04.keras: cannot load \("):
+        backbone.load(Backbone(source=str(digit_backbone), weights=str(tmp_path / "missing.weights.h5")), (8, 8))

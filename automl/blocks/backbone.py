@@ -212,9 +212,12 @@ def _model_file(spec: Backbone) -> keras.Model:
         path = path / "model.keras"  # the layout automl export writes
     if not path.is_file():
         raise ArchitectureError(f"backbone {spec.source}: no such model file or keras.applications network")
-    model = load_model(path)
-    if spec.weights not in ("pretrained", "random"):
-        model.load_weights(spec.weights)
+    try:
+        model = load_model(path)
+        if spec.weights not in ("pretrained", "random"):
+            model.load_weights(spec.weights)
+    except (OSError, ValueError) as exc:  # not a Keras model, or weights of another architecture
+        raise ArchitectureError(f"backbone {spec.source}: cannot load ({str(exc).splitlines()[0][:200]})") from None
     return model
 
 

@@ -23,6 +23,9 @@ PLANNED = ("coarse", "diagnose", "refine", "final")  # the stages the plan re-sh
 FINAL_EPOCHS = 12  # full-data epochs worth taking time from the searches for
 MIN_FINAL_EPOCHS = 8  # fewer, and a cheaper configuration that affords them is the better final model
 MORE_ERRORS = 1.25  # ... if it makes at most this many times the errors of the best of its search
+# The final plans its epochs into this share of its seconds: a slow patch of the host (epochs 40-70%
+# slower for minutes on a shared machine) must not stop it before its LR schedule has run its course.
+FINAL_USE = 0.85
 MAX_FINAL = 0.6  # of what the planned stages have: the searches keep at least 40%
 # Trials a search stage should afford: enough for TPE to learn (coarse), and the seeds plus a
 # few more (refine).
@@ -77,7 +80,7 @@ def speed_floor(default_speed: float, final_seconds: float, final_images: int) -
     final training of ``final_seconds`` needs to afford ``MIN_FINAL_EPOCHS`` epochs over
     ``final_images``, or times the default configuration's speed where even that falls short (the
     first trial of a search must pass)."""
-    needed = MIN_FINAL_EPOCHS * final_images / max(0.95 * final_seconds, 1.0)
+    needed = MIN_FINAL_EPOCHS * final_images / max(FINAL_USE * final_seconds, 1.0)
     return MARGIN * min(needed, default_speed)
 
 

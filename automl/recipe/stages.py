@@ -334,7 +334,7 @@ def _final_epochs(tune: Tune, stage: str, trial: optuna.trial.FrozenTrial, secon
     """As many epochs as fit in ``seconds`` (up to the planned ones), so that the LR schedule runs
     its course rather than being cut off."""
     epoch, tracing = _final_epoch_seconds(tune, stage, trial)
-    return max(1, min(_planned_epochs(tune, trial), int((0.95 * seconds - tracing) / epoch)))
+    return max(1, min(_planned_epochs(tune, trial), int((budget.FINAL_USE * seconds - tracing) / epoch)))
 
 
 def _steady_epoch_seconds(trial: optuna.trial.FrozenTrial) -> float:

@@ -224,3 +224,13 @@ def test_a_study_resumes_only_with_its_own_space(tmp_path, write_space):
     proc = automl("search", "--space", QUICK, "--trials", "2", "--study", "s", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "this study was made with space" in error_lines(proc.stderr)[0]
     assert len(load_study(tmp_path, "s").trials) == 1  # nothing was added to it
+
+
+def test_keras_tuner_hyperband_runs_its_brackets(tmp_path):
+    # Hyperband's oracle samples only parameters declared before the search: undeclared, it
+    # stopped before its first trial, and the search "finished" with none
+    automl("search", "--space", QUICK, "--data", "digits", "--trials", "4", "--epochs", "3", "--backend", "keras-tuner",
+           "--sampler", "hyperband", "--study", "hb", cwd=tmp_path)
+    trials = load_study(tmp_path, "hb").trials
+    epochs = [t.user_attrs["epochs_run"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(epochs) == 4 and min(epochs) < 3 == max(epochs), epochs  # a low rung, then the full budget

@@ -341,3 +341,17 @@ def test_a_backbone_that_cannot_load_stops_the_search_before_it_writes(tmp_path,
 def test_weights_that_do_not_load_are_one_clear_error(tmp_path, digit_backbone):
     with pytest.raises(ArchitectureError, match=r"backbone .*digits04.keras: cannot load \("):
         backbone.load(Backbone(source=str(digit_backbone), weights=str(tmp_path / "missing.weights.h5")), (8, 8))
+
+
+def test_tune_reads_a_trained_backbone_only(tmp_path, digit_backbone):
+    from automl.recipe.settings import TuneSettings
+    from automl.recipe.tune import Tune
+
+    def stages(weights: str) -> list[str]:
+        space = tmp_path / f"{weights}.yaml"
+        space.write_text(f"model: {{backbone: {{source: {digit_backbone}, weights: {weights}, trainable: all}}}}\n")
+        return Tune(TuneSettings(str(space), storage=f"journal:{tmp_path}/{weights}.journal",
+                                 tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", out=str(tmp_path / "out"))).stages
+
+    assert stages("pretrained")[0] == "transfer"
+    assert stages("random")[0] == "sanity"  # untrained: no features to probe, trained from scratch

@@ -133,5 +133,8 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
         **kwargs,
     )
     tuner.oracle.max_trials = settings.trials  # the study's total target, Hyperband included
+    # Declare the space up front: Hyperband's oracle samples only declared parameters, and with
+    # none it stops before its first trial (RandomSearch would declare them as trials run).
+    space.suggest_all(KerasTunerSuggester(tuner.oracle.hyperparameters, space))
     freeze_long_lived()
     tuner.search(verbose=0)

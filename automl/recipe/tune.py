@@ -1,5 +1,5 @@
 """Run the staged tuning recipe: [transfer ->] sanity -> overfit -> lr_range -> coarse -> diagnose ->
-refine -> final (transfer: for a space with a backbone).
+refine -> final (transfer: for a space with a trained backbone).
 
 State lives where a search's does: the tune is an Optuna study (``--study``) whose user
 attributes hold one record per finished stage, and whose single trial is the final model (so
@@ -48,6 +48,13 @@ class StageResult:
     run_id: str | None = None  # search stages: the search's parent run
 
 
+def _reuses_trained_backbone(space: SearchSpace) -> bool:
+    """Whether the transfer stage has something to read: an untrained backbone (weights: random)
+    is an architecture only, trained from scratch, with no learned features to probe."""
+    spec = space.default()["model"].get("backbone")
+    return spec is not None and spec.get("weights", "pretrained") != "random"
+
+
 class Tune:
     """One tune: its settings, data, study, MLflow runs and budget, shared by the stages."""
 
@@ -55,7 +62,7 @@ class Tune:
         self.settings = settings
         self.live = Live(None, settings.objective, settings.direction, settings.verbose)
         self.space = SearchSpace.load(settings.space)
-        self.stages = [s for s in STAGES if s != "transfer" or "backbone" in self.space.default()["model"]]
+        self.stages = [s for s in STAGES if s != "transfer" or _reuses_trained_backbone(self.space)]
         self.data: Dataset = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
         check_backbone(self.space, self.data.input_shape)
         identity = {"space": settings.space, "data": settings.data, "objective": settings.objective, "kind": "tune"}

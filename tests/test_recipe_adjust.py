@@ -129,7 +129,7 @@ def test_where_an_epoch_is_dear_the_final_training_gets_more_of_the_budget():
     slow = plan.planned_shares(images_per_second=1_500, final_images=60_000, remaining=780)  # Fashion-MNIST
     planned = sum(slow[s] for s in plan.PLANNED)
     assert planned == pytest.approx(sum(plan.SHARES[s] for s in plan.PLANNED))  # the checks keep theirs
-    assert slow["final"] / planned == plan.MAX_FINAL  # 12 epochs would take 480 s of 780: capped
+    assert slow["final"] / planned == plan.MAX_FINAL  # 18 epochs would take 720 s of 780: capped
     assert slow["coarse"] / slow["refine"] == pytest.approx(plan.SHARES["coarse"] / plan.SHARES["refine"])
     budget = Budget(900, spent_before=120, shares=slow)  # the checks took 120 s
     assert budget.allot("coarse") == pytest.approx(780 * slow["coarse"] / planned, rel=0.01)

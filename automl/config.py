@@ -356,6 +356,7 @@ Schedule = Annotated[
 class EarlyStopping(Strict):
     patience: PositiveInt = 5
     min_delta: NonNegativeFloat = 0.0
+    start_from_epoch: NonNegativeInt = 0  # epochs before it watches (while a schedule's LR is still high)
 
 
 class Training(Strict):

@@ -141,6 +141,19 @@ def test_early_stopping_and_plateau(digits):
     assert result.history["learning_rate"][-1] < result.history["learning_rate"][0]
 
 
+def test_early_stopping_waits_for_its_start_epoch(digits):
+    # min_delta 1: no epoch ever counts as an improvement, so patience 1 stops one epoch after watching starts
+    def run(epochs, **stopping):
+        config = _config(training={"epochs": epochs, "early_stopping": {"patience": 1, "min_delta": 1.0, **stopping}})
+        return fit(config, digits, seed=0)
+
+    assert len(run(6).history["loss"]) == 2
+    result = run(6, start_from_epoch=3)
+    assert len(result.history["loss"]) == 5 and result.best_epoch == 4  # epochs 1-3 neither stop nor count
+    result = run(2, start_from_epoch=3)  # done before it watched: the last epoch is the model
+    assert result.best_epoch == 2 and result.metrics["val_accuracy"] == result.history["val_accuracy"][-1]
+
+
 def test_regularizers_and_augmentation_train(digits):
     config = _config(
         training={"epochs": 2},

@@ -136,6 +136,7 @@ def fit(
         mode=OBJECTIVES[objective],
         patience=t.early_stopping.patience if t.early_stopping else epochs,
         min_delta=t.early_stopping.min_delta if t.early_stopping else 0.0,
+        start_from_epoch=t.early_stopping.start_from_epoch if t.early_stopping else 0,
     )
     timer = EpochTimer()
     own = [LearningRateLogger(), keras.callbacks.TerminateOnNaN(), best, timer]
@@ -174,7 +175,8 @@ def fit(
         epoch = next(i for i, v in enumerate(losses) if not math.isfinite(v)) + 1
         raise TrialFailed("nan_loss", f"training loss became NaN or infinite in epoch {epoch}")
 
-    best_index = best.best_epoch  # the epoch whose weights EarlyStopping restored
+    # the epoch whose weights EarlyStopping restored; the last where it stopped before it started watching
+    best_index = best.best_epoch if best.best_weights is not None else len(losses) - 1
     metrics = {k: float(v[best_index]) for k, v in history.items()}
     if data.x_test is not None:
         y_test = keras.utils.to_categorical(data.y_test, data.num_classes)

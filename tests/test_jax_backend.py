@@ -18,18 +18,25 @@ SCRIPT = textwrap.dedent(
     from automl.config import TrialConfig
     from automl.data import load_dataset
     from automl.training.fit import fit
+    from automl.training.schedules import learning_rate
 
     assert keras.backend.backend() == "jax"
     config = TrialConfig.model_validate({
         "model": {"stem": [{"filters": 8}],
                   "stages": [{"family": "resnet", "filters": 8, "blocks": 1, "preact": True, "se": True}]},
-        "training": {"epochs": 1, "optimizer": {"name": "adamw"},
+        "training": {"epochs": 3, "optimizer": {"name": "adamw"},
                      "schedule": {"name": "inverse_sqrt", "warmup_epochs": 1}},
         "regularization": {"stochastic_depth": 0.1, "label_smoothing": 0.1},
         "augmentation": {"mixup": 0.2},
     })
-    result = fit(config, load_dataset("digits"), seed=0)
+    digits = load_dataset("digits")
+    # a time budget that affords 2 epochs at first sight: the LR is set per epoch, fitted into it
+    result = fit(config, digits, seed=0, seconds=2500.0, epoch_estimate=1000.0)
     assert math.isfinite(result.metrics["val_loss"])
+    steps = math.ceil(len(digits.x_train) / config.training.batch_size)
+    schedule = learning_rate(config.training, steps, 3)
+    expected = [float(schedule(e * steps)) for e in (0.75, 1.875, 2.625)]
+    assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(result.history["learning_rate"], expected, strict=True))
     result.model.save("model.keras")
     print("ok", keras.models.load_model("model.keras").count_params() == result.params)
     """

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import optuna
@@ -205,27 +204,3 @@ def test_a_bad_space_exits_2_before_anything_is_written(tmp_path, write_space, c
     assert not (tmp_path / "j.journal").exists() and not (tmp_path / "m.db").exists()
 
 
-def test_the_final_training_stops_before_its_time_runs_out():
-    import keras
-
-    from automl.recipe.final import Deadline
-
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile("sgd", "mse")
-    x = np.zeros((64, 2), "float32")
-    history = model.fit(x, x[:, :1], epochs=50, verbose=0, callbacks=[Deadline(seconds=0.0)]).history
-    assert len(history["loss"]) == 1  # the first epoch always runs
-    history = model.fit(x, x[:, :1], epochs=5, verbose=0, callbacks=[Deadline(seconds=600.0)]).history
-    assert len(history["loss"]) == 5
-
-    class SlowFirstEpoch(keras.callbacks.Callback):  # as tracing makes it
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 0:
-                time.sleep(2.0)
-
-    def epochs_run(estimate):
-        deadline = Deadline(seconds=3.5, estimate=estimate)
-        return len(model.fit(x, x[:, :1], epochs=5, verbose=0, callbacks=[SlowFirstEpoch(), deadline]).history["loss"])
-
-    assert epochs_run(None) == 1  # another 2 s epoch would not fit
-    assert epochs_run(0.01) == 5  # later epochs are known to be short

@@ -25,8 +25,10 @@ PLANNED = ("coarse", "diagnose", "refine", "final")  # the stages the plan re-sh
 FINAL_EPOCHS = 18
 MIN_FINAL_EPOCHS = 8  # fewer, and a cheaper configuration that affords them is the better final model
 MORE_ERRORS = 1.25  # ... if it makes at most this many times the errors of the best of its search
-# The final plans its epochs into this share of its seconds: a slow patch of the host (epochs 40-70%
-# slower for minutes on a shared machine) must not stop it before its LR schedule has run its course.
+# The final's epochs are foreseen in this share of its seconds (to choose its configuration and the
+# searches' speed floor): a slow patch of the host (epochs 40-70% slower for minutes on a shared
+# machine) still leaves it about the epochs it was chosen for. It trains for all its seconds, with
+# its LR schedule fitted into the epochs it gets (automl.training.time_budget).
 FINAL_USE = 0.85
 MAX_FINAL = 0.6  # of what the planned stages have: the searches keep at least 40%
 # Trials a search stage should afford: enough for TPE to learn (coarse), and the seeds plus a

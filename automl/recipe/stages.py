@@ -217,11 +217,12 @@ def final(tune: Tune, seconds: float) -> StageResult:
     planned = _planned_epochs(tune, best)
     epoch, _ = _final_epoch_seconds(tune, stage, best)
     epochs = _final_epochs(tune, stage, best, seconds)
-    tune.say(f"final: {choice}; {describe(config)}, up to {epochs} epochs on train + validation (about {epoch:.1f} s "
-             f"each" + (f"; {planned} would not fit" if epochs < planned else "") + ")")
+    tune.say(f"final: {choice}; {describe(config)}, up to {planned} epochs on train + validation (about {epoch:.1f} s "
+             f"each" + (f"; about {epochs} fit in {seconds:.0f} s, and the LR schedule is fitted into them"
+                        if epochs < planned else "") + ")")
     run = _StageEpochs(tune)
-    result = train_final(config, tune.data, epochs=epochs, seconds=seconds, seed=s.seed, objective=s.objective,
-                         callbacks=[MlflowEpochs(run), *([EpochPrinter(epochs, "  ")] if s.verbose else [])],
+    result = train_final(config, tune.data, epochs=planned, seconds=seconds, seed=s.seed, objective=s.objective,
+                         callbacks=[MlflowEpochs(run), *([EpochPrinter(planned, "  ")] if s.verbose else [])],
                          epoch_estimate=epoch)
     model_path = s.folder / "final" / "model.keras"
     model_path.parent.mkdir(parents=True, exist_ok=True)
@@ -242,7 +243,7 @@ def final(tune: Tune, seconds: float) -> StageResult:
     tests = {k: v for k, v in result.metrics.items() if k.startswith("test_")}
     test = f"test accuracy {tests['test_accuracy']:.4f}" if "test_accuracy" in tests else "no test split"
     summary = (f"Trained trial {best.number}'s configuration ({result.params:,} params) for {epochs_run} of "
-               f"{epochs} epochs, best at epoch {result.best_epoch} on the held-out part "
+               f"{planned} epochs, best at epoch {result.best_epoch} on the held-out part "
                f"({s.objective} {result.metrics[s.objective]:.4f}); {test}.")
     return StageResult(True, "healthy", f"{summary} Chosen: {choice}.", changes=[f"exported to {exported}/"],
                        measured={**result.metrics, "epochs_run": epochs_run, "best_epoch": result.best_epoch},
@@ -331,8 +332,7 @@ def _planned_epochs(tune: Tune, trial: optuna.trial.FrozenTrial) -> int:
 
 
 def _final_epochs(tune: Tune, stage: str, trial: optuna.trial.FrozenTrial, seconds: float) -> int:
-    """As many epochs as fit in ``seconds`` (up to the planned ones), so that the LR schedule runs
-    its course rather than being cut off."""
+    """The epochs foreseen to fit in ``seconds`` (up to the planned ones)."""
     epoch, tracing = _final_epoch_seconds(tune, stage, trial)
     return max(1, min(_planned_epochs(tune, trial), int((budget.FINAL_USE * seconds - tracing) / epoch)))
 

@@ -18,6 +18,7 @@ from automl.training import phases
 from automl.training.augmentation import batch_mixers
 from automl.training.optimizers import make_optimizer
 from automl.training.schedules import learning_rate
+from automl.training.time_budget import TimeBudget
 
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}
 
@@ -108,11 +109,15 @@ def fit(
     seed: int | None = None,
     verbose: int = 0,
     jit_compile: bool | str = "auto",
+    seconds: float | None = None,
+    epoch_estimate: float | None = None,
 ) -> TrialResult:
     """Build, compile and train ``config``; keep the best epoch's weights (by ``objective``).
 
-    ``epochs`` overrides the configuration's budget (the search decides it). Raises TrialFailed
-    when the loss becomes NaN, and ArchitectureError when the model cannot fit the input.
+    ``epochs`` overrides the configuration's budget (the search decides it). ``seconds`` bounds
+    the training (see TimeBudget; ``epoch_estimate``: the seconds of an epoch after the first):
+    a single-phase run's LR schedule is fitted into them. Raises TrialFailed when the loss
+    becomes NaN, and ArchitectureError when the model cannot fit the input.
     """
     start = time.perf_counter()
     if seed is not None:
@@ -144,9 +149,16 @@ def fit(
         s = t.schedule
         own.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=s.factor, patience=s.patience,
                                                      min_lr=s.min_lr))
+    planned = phases.plan(spec, phases.backbone_stages(model) if spec else 0, epochs)
+    if seconds is not None:
+        # Phases split the planned epochs among them: their schedule keeps its epochs, and only stops in time.
+        fitted = callable(rate) and len(planned) == 1
+        own.append(TimeBudget(seconds, epoch_estimate, rate if fitted else None, steps, epochs))
+        if fitted:
+            rate = own[-1].rate_at(0)  # a float, for TimeBudget to set epoch by epoch
     history: dict[str, list[float]] = {}
     fit_start = time.perf_counter()
-    for phase in phases.plan(spec, phases.backbone_stages(model) if spec else 0, epochs):
+    for phase in planned:
         if spec is not None:
             phases.set_trainable(model, phase.stages)
         model.compile(

@@ -76,8 +76,8 @@ def test_it_stops_before_its_time_runs_out():
 
 
 def test_fit_fits_a_single_phase_schedule_into_its_seconds(digits):
-    config = TrialConfig.model_validate({"model": {"stem": [{"filters": 4}], "stages": [{"family": "vgg", "filters": 4}]},
-                                         "training": {"epochs": 6, "schedule": {"name": "cosine"}}})
+    model = {"stem": [{"filters": 4}], "stages": [{"family": "vgg", "filters": 4}]}
+    config = TrialConfig.model_validate({"model": model, "training": {"epochs": 6, "schedule": {"name": "cosine"}}})
     # estimated at 1000 s an epoch, 2500 s afford 2: the first epoch runs half the schedule; measured
     # (well under a second), the rest fits as planned, one epoch of the schedule per epoch
     result = fit(config, digits, seed=0, seconds=2500.0, epoch_estimate=1000.0)

@@ -153,9 +153,10 @@ def fit(
     if seconds is not None:
         # Phases split the planned epochs among them: their schedule keeps its epochs, and only stops in time.
         fitted = callable(rate) and len(planned) == 1
-        own.append(TimeBudget(seconds, epoch_estimate, rate if fitted else None, steps, epochs))
+        budget = TimeBudget(seconds, epoch_estimate, rate if fitted else None, steps, epochs)
+        own.append(budget)
         if fitted:
-            rate = own[-1].rate_at(0)  # a float, for TimeBudget to set epoch by epoch
+            rate = budget.rate_at(0)  # a float, for the budget to set epoch by epoch
     history: dict[str, list[float]] = {}
     fit_start = time.perf_counter()
     for phase in planned:

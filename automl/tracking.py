@@ -9,9 +9,10 @@ RUNNING by a dead process are closed when the next search of the study starts.
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from automl.errors import UserError
+from automl.hpo.locks import held, lock_path
 from automl.saving import load_model
 
 # MLflow configures its loggers on import; its INFO lines (database set-up) would drown the live view.
@@ -28,7 +30,9 @@ logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 PARENT_TAG = "mlflow.parentRunId"
-MAX_PARAMS_PER_BATCH = 100  # MLflow's limit per log_batch call
+MAX_PARAMS_PER_BATCH = 100  # MLflow's limits per log_batch call
+MAX_METRICS_PER_BATCH = 1000
+RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before each retry of a failed MLflow call of a trial
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -52,11 +56,15 @@ class Tracker:
         """``create``: make the experiment if missing (a worker joins one that must exist)."""
         self.client = MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None and not create:
-            raise UserError(f"--tracking-uri {tracking_uri}: no MLflow experiment {experiment} there; give the "
-                            f"tracking server the search logs to")
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        # MLflow creates a new SQLite database's tables, and the experiment, with no guard against
+        # a second process doing the same at once ("table latest_metrics already exists").
+        with held(lock_path("mlflow", tracking_uri)):
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None and not create:
+                raise UserError(f"--tracking-uri {tracking_uri}: no MLflow experiment {experiment} there; give the "
+                                f"tracking server the search logs to")
+            self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.pending: list[TrialRun] = []  # trial runs MLflow did not let finish; see finish_pending
 
     # --- parent runs ------------------------------------------------------------------
 
@@ -87,7 +95,14 @@ class Tracker:
         now = _now()
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
+    def finish_pending(self) -> None:
+        """Try again to finish the trial runs that MLflow refused to finish before."""
+        pending, self.pending = self.pending, []
+        for run in pending:
+            run.finish(run.state, run.reason, run.status)
+
     def close_parent(self, run_id: str, status: str, metrics: dict[str, float] | None = None) -> None:
+        self.finish_pending()
         if metrics:
             self.log_metrics(run_id, metrics)
         self.client.set_terminated(run_id, status)
@@ -130,6 +145,7 @@ class Tracker:
     @contextmanager
     def trial_run(self, parent_id: str, number: int, config: dict, tags: dict[str, str]):
         """A child run for trial ``number``; the body sets ``run.state`` and may log metrics."""
+        self.finish_pending()
         run = TrialRun(self, parent_id, number, config, tags)
         try:
             yield run
@@ -156,36 +172,91 @@ class Tracker:
 
 
 class TrialRun:
-    """One trial's child run: epoch metrics stream in; ``finish`` writes state, curves and closes it."""
+    """One trial's child run: epoch metrics stream in; ``finish`` writes state, curves and closes it.
+
+    MLflow trouble (a locked SQLite file, a server restarting) never fails the trial: each call is
+    retried with backoff, then reported in one line; what could not be logged is kept and logged
+    when the run finishes, and a run that cannot be finished is finished at the next trial or at
+    the search's end (``Tracker.finish_pending``).
+    """
 
     def __init__(self, tracker: Tracker, parent_id: str, number: int, config: dict, tags: dict[str, str]):
-        self.tracker, self.number = tracker, number
+        self.tracker, self.parent_id, self.number, self.config, self.tags = tracker, parent_id, number, config, tags
         self.state, self.reason = "COMPLETE", None
         self.history: dict[str, list[float]] = {}
-        client = tracker.client
-        run_tags = {PARENT_TAG: parent_id, "automl.trial": str(number), "automl.state": "RUNNING", **tags}
-        self.run_id = client.create_run(tracker.experiment_id, run_name=f"trial-{number}", tags=run_tags).info.run_id
-        tracker._log_params(self.run_id, flatten(config))
-        client.log_text(self.run_id, yaml.safe_dump(config, sort_keys=False), "config.yaml")
+        self.unlogged: list[Metric] = []  # metrics whose logging failed, logged again at the end
+        self.run_id: str | None = None
+        self.failing = False  # a call failed after its retries: the next ones wait for the end
+        self._call("start its run", self._create)
+
+    def _create(self) -> None:
+        client = self.tracker.client
+        if self.run_id is None:
+            run_tags = {PARENT_TAG: self.parent_id, "automl.trial": str(self.number), "automl.state": "RUNNING",
+                        **self.tags}
+            self.run_id = client.create_run(self.tracker.experiment_id, run_name=f"trial-{self.number}",
+                                            tags=run_tags).info.run_id
+        self.tracker._log_params(self.run_id, flatten(self.config))
+        client.log_text(self.run_id, yaml.safe_dump(self.config, sort_keys=False), "config.yaml")
 
     def log_epoch(self, epoch: int, logs: dict[str, float]) -> None:
         now = _now()
         metrics = [Metric(k, float(v), now, epoch) for k, v in logs.items() if _is_number(v)]
         for m in metrics:
             self.history.setdefault(m.key, []).append(m.value)
-        self.tracker.client.log_batch(self.run_id, metrics=metrics)
+        self._log(metrics)
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
-        self.tracker.log_metrics(self.run_id, metrics)
+        now = _now()
+        self._log([Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+    def _log(self, metrics: list[Metric]) -> None:
+        if self.failing or self.run_id is None or not self._call(
+                "log its metrics", self.tracker.client.log_batch, self.run_id, metrics=metrics):
+            self.unlogged += metrics
 
     def finish(self, state: str, reason: str | None = None, status: str | None = None) -> None:
+        self.state, self.reason = state, reason
+        self.status = status or {"COMPLETE": "FINISHED", "PRUNED": "FINISHED"}.get(state, "FAILED")
+        self.failing = False  # worth another try: MLflow may be back
+        if not self._call("finish its run", self._finish):
+            self.tracker.pending.append(self)
+
+    def _finish(self) -> None:
+        if self.run_id is None:  # MLflow did not answer when the trial started
+            self._create()
         client = self.tracker.client
-        tags = [RunTag("automl.state", state)] + ([RunTag("automl.fail_reason", reason)] if reason else [])
+        for i in range(0, len(self.unlogged), MAX_METRICS_PER_BATCH):
+            client.log_batch(self.run_id, metrics=self.unlogged[i : i + MAX_METRICS_PER_BATCH])
+        self.unlogged = []
+        tags = [RunTag("automl.state", self.state)] + ([RunTag("automl.fail_reason", self.reason)] if self.reason
+                                                        else [])
         client.log_batch(self.run_id, tags=tags)
         if self.history:
             _log_learning_curves(client, self.run_id, self.history)
-        status = status or {"COMPLETE": "FINISHED", "PRUNED": "FINISHED"}.get(state, "FAILED")
-        client.set_terminated(self.run_id, status)
+        client.set_terminated(self.run_id, self.status)
+
+    def _call(self, what: str, call: Callable, *args, **kwargs) -> bool:
+        """``call`` with retries; False (and one line on stderr) when MLflow did not take it."""
+        try:
+            retrying(call, *args, **kwargs)
+            return True
+        except Exception as exc:
+            self.failing = True
+            print(f"automl: warning: MLflow ({self.tracker.tracking_uri}): trial {self.number} could not {what} "
+                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); the trial goes "
+                  "on and its run is completed later", file=sys.stderr, flush=True)
+            return False
+
+
+def retrying(call: Callable, *args, **kwargs):
+    """``call(*args, **kwargs)``, tried again after each of ``RETRY_DELAYS`` seconds while it raises."""
+    for delay in RETRY_DELAYS:
+        try:
+            return call(*args, **kwargs)
+        except Exception:
+            time.sleep(delay)
+    return call(*args, **kwargs)
 
 
 def _log_learning_curves(client: MlflowClient, run_id: str, history: dict[str, list[float]]) -> None:

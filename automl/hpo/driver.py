@@ -10,6 +10,7 @@ the last one to end, when no trial of the study is running any more, closes it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -17,9 +18,12 @@ from pathlib import Path
 import optuna
 
 from automl.data import Dataset, load_dataset, without_test
+from automl.hpo.journal import StorageWriteError
 from automl.hpo.live import Live
+from automl.hpo.locks import held, lock_path
 from automl.hpo.results import best_trial, print_top_trials
 from automl.hpo.settings import SearchSettings
+from automl.hpo.storage import fail_dead_trials, running_trials
 from automl.hpo.study import finished_count, open_study
 from automl.hpo.workers import SETTINGS_ATTR, Pool, precision, shared_settings
 from automl.saving import load_model
@@ -90,6 +94,12 @@ def begin_search_run(settings: SearchSettings, space: SearchSpace, study: optuna
                      scheduled: bool = False) -> str:
     """Open (or reopen) the parent run and record in the study what workers read; returns the run id.
     ``scheduled``: no process runs trials yet, so a new run waits as SCHEDULED and a running one stays."""
+    with held(lock_path(settings.storage, settings.study)):  # two processes starting at once make one run
+        return _begin_search_run(settings, space, study, tracker, scheduled)
+
+
+def _begin_search_run(settings: SearchSettings, space: SearchSpace, study: optuna.Study, tracker: Tracker,
+                      scheduled: bool) -> str:
     skipped = ("verbose", "first_trials", "nest_under", "run_tags", "workers", "recycle", "gpus", "sampler_seed",
                "min_images_per_second")
     parent = tracker.open_parent(
@@ -103,7 +113,8 @@ def begin_search_run(settings: SearchSettings, space: SearchSpace, study: optuna
     )
     study.set_user_attr(PARENT_ATTR, parent)
     study.set_user_attr(SETTINGS_ATTR, shared_settings(settings))
-    tracker.close_stale_children(parent, alive=_running(study))
+    fail_dead_trials(study)  # a killed process's trial: failed and queued again, its run closed below
+    tracker.close_stale_children(parent, alive=running_trials(study))
     if settings.backend == "optuna":
         from automl.hpo.optuna_backend import enqueue_first_trials
 
@@ -116,7 +127,9 @@ def end_search_run(settings: SearchSettings, study: optuna.Study, tracker: Track
     """Log the best metrics so far to the parent run and close it with ``status``, unless trials
     are still running (other workers): then the last of them closes it. A ``final`` end (not a
     recycled worker's) also tests the best model, once, and logs it to the run."""
-    running = _running(study)
+    with contextlib.suppress(StorageWriteError):  # the error that ended this search is on its way up
+        fail_dead_trials(study)
+    running = running_trials(study)
     tracker.close_stale_children(parent, alive=running)  # e.g. the trial of a worker that was killed
     best = best_trial(study)
     summary = {f"best_{k}": v for k, v in (best.user_attrs.get("metrics", {}) if best else {}).items()}
@@ -169,6 +182,3 @@ def _log_best_model(tracker: Tracker, parent: str, best: optuna.trial.FrozenTria
         live.say(f"best trial {best.number}'s model is on {best.user_attrs.get('worker', 'another machine')}: "
                  f"not logged to MLflow from here")
 
-
-def _running(study: optuna.Study) -> list[int]:
-    return [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]

@@ -21,7 +21,7 @@ from automl.errors import UserError
 from automl.hpo.live import Live
 from automl.hpo.settings import SearchSettings
 from automl.hpo.study import finished_count
-from automl.hpo.trial import freeze_long_lived, run_trial, trial_attrs
+from automl.hpo.trial import Outcome, freeze_long_lived, run_trial, run_trial_or_smaller, trial_attrs
 from automl.space import OptunaSuggester, Param, SearchSpace
 from automl.space.params import label
 from automl.tracking import Tracker
@@ -109,12 +109,16 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
             values = space.suggest_all(KerasTunerSuggester(trial.hyperparameters, space))
             config = space.materialize(values)
             epochs = trial.hyperparameters.values.get("tuner/epochs")  # Hyperband's budget for this trial
-            outcome = run_trial(settings, data, number, config, tracker, parent, live,
-                                finished=finished_count(study), epochs=epochs,
-                                pruning=[StopAt(deadline)] if deadline else [])
+
+            def train(config: dict) -> Outcome:
+                return run_trial(settings, data, number, config, tracker, parent, live,
+                                 finished=finished_count(study), epochs=epochs,
+                                 pruning=[StopAt(deadline)] if deadline else [])
+
+            outcome, config, retried = run_trial_or_smaller(space, config, train, live, number)
             if deadline and time.perf_counter() > deadline:  # the oracle then stops proposing
                 self.oracle.max_trials = len(self.oracle.trials)
-            attrs = {"config": config, "keras_tuner_trial": trial.trial_id,
+            attrs = {"config": config, "keras_tuner_trial": trial.trial_id, **retried,
                      **trial_attrs(settings, number, outcome, time.perf_counter() - start)}
             state = optuna.trial.TrialState.COMPLETE if outcome.state == "COMPLETE" else optuna.trial.TrialState.FAIL
             study.add_trial(optuna_trial(space, values, outcome.value, state, attrs))

@@ -11,13 +11,16 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna_integration import KerasPruningCallback
 
+from automl.config import TrialConfig
 from automl.data import Dataset
 from automl.errors import SearchStopped
+from automl.hpo.journal import StorageWriteError
 from automl.hpo.live import Live
+from automl.hpo.locks import process_slot
 from automl.hpo.settings import SearchSettings
 from automl.hpo.strategies import make_pruner, make_sampler
 from automl.hpo.study import FINISHED, finished_count
-from automl.hpo.trial import freeze_long_lived, run_trial, trial_attrs
+from automl.hpo.trial import Outcome, freeze_long_lived, run_trial, run_trial_or_smaller, trial_attrs
 from automl.space import DefaultSuggester, OptunaSuggester, SearchSpace
 from automl.tracking import Tracker
 
@@ -92,15 +95,6 @@ class FailureGuard:
             self.in_a_row = 0
 
 
-def halved_batch(space: SearchSpace, config: dict) -> dict | None:
-    """``config`` with half its batch size, where the space offers that size; else None."""
-    batch = config["training"]["batch_size"]
-    param = next((p for p in space.params if p.name == "training.batch_size"), None)
-    if batch < 2 or param is None or not param.contains(batch // 2):
-        return None
-    return {**config, "training": {**config["training"], "batch_size": batch // 2}}
-
-
 def enqueue_first_trials(settings: SearchSettings, space: SearchSpace, study: optuna.Study) -> None:
     """Known-reasonable first trials of a new study: the space's default configuration, or the given ones."""
     if not study.trials:
@@ -112,9 +106,12 @@ def enqueue_first_trials(settings: SearchSettings, space: SearchSpace, study: op
 def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study: optuna.Study, tracker: Tracker,
              parent: str, live: Live) -> int:
     """Run trials in this process until the study's target (or the timeout); returns how many ran."""
-    # A resumed search must not replay the seeded sampler's first suggestions.
+    # A resumed search must not replay the seeded sampler's first suggestions, nor may two
+    # processes on one study propose the same ones: each has its own slot (0 when alone).
     expected = settings.trials or 100  # a search bounded by time only: plan for many trials
-    seed = settings.sampler_seed if settings.sampler_seed is not None else settings.seed + len(study.trials)
+    seed = settings.sampler_seed
+    if seed is None:
+        seed = settings.seed + len(study.trials) + 7919 * process_slot(settings.storage, settings.study)
     study.sampler = make_sampler(settings.sampler, seed, expected)
     study.pruner = make_pruner(settings.pruner, settings.epochs)
     guard = FailureGuard(limit=max(5, settings.trials // 2) if settings.trials else 5)
@@ -126,23 +123,21 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
         ran += 1
         start = time.perf_counter()
         config = space.sample(OptunaSuggester(trial))
-        trial.set_user_attr("config", config)
         trial.set_user_attr("worker", WORKER)
         pruning = [KerasPruningCallback(trial, settings.objective)] if settings.pruner != "none" else []
         pruning += [TimeUp(study, deadline)] if deadline else []
         if settings.min_images_per_second:
-            pruning.append(TooSlow(settings.min_images_per_second, config["training"]["batch_size"]))
-        outcome = run_trial(settings, data, trial.number, config, tracker, parent, live,
-                            finished=finished_count(study), pruning=pruning, pruned_errors=(optuna.TrialPruned,))
-        smaller = halved_batch(space, config) if (outcome.reason or "").startswith("oom") else None
-        if smaller is not None:  # once, with half the batch: the configuration may fit then
-            live.say(f"trial {trial.number} ran out of memory at batch {config['training']['batch_size']}; "
-                     f"retrying with batch {smaller['training']['batch_size']}")
-            trial.set_user_attr("oom_batch_size", config["training"]["batch_size"])
-            config = smaller
+            batch = TrialConfig.model_validate(config).training.batch_size  # the space may leave it to the default
+            pruning.append(TooSlow(settings.min_images_per_second, batch))
+
+        def train(config: dict) -> Outcome:
             trial.set_user_attr("config", config)
-            outcome = run_trial(settings, data, trial.number, config, tracker, parent, live,
-                                finished=finished_count(study), pruning=pruning, pruned_errors=(optuna.TrialPruned,))
+            return run_trial(settings, data, trial.number, config, tracker, parent, live,
+                             finished=finished_count(study), pruning=pruning, pruned_errors=(optuna.TrialPruned,))
+
+        outcome, config, retried = run_trial_or_smaller(space, config, train, live, trial.number)
+        for key, value in retried.items():
+            trial.set_user_attr(key, value)
         for key, value in trial_attrs(settings, trial.number, outcome, time.perf_counter() - start).items():
             trial.set_user_attr(key, value)
         if outcome.pruned is not None:
@@ -152,13 +147,21 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
         return outcome.value
 
     freeze_long_lived()
-    study.optimize(
-        objective,
-        n_trials=settings.recycle,  # a recycled worker process exits after this many
-        timeout=settings.timeout,
-        callbacks=[MaxTrialsCallback(settings.trials, states=FINISHED), guard] if settings.trials else [guard],
-        catch=(TrialFailedInStudy,),
-    )
+    try:
+        study.optimize(
+            objective,
+            n_trials=settings.recycle,  # a recycled worker process exits after this many
+            timeout=settings.timeout,
+            callbacks=[MaxTrialsCallback(settings.trials, states=FINISHED), guard] if settings.trials else [guard],
+            catch=(TrialFailedInStudy,),
+        )
+    except AssertionError as exc:  # Optuna's "Should not reach." when the storage cannot record a trial's end
+        cause = exc.__context__
+        while cause is not None and not isinstance(cause, StorageWriteError):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
     if guard.in_a_row >= guard.limit:
         raise SearchStopped(f"stopped after {guard.in_a_row} failed trials in a row; last: {guard.last_reason}")
     return ran

@@ -7,10 +7,11 @@ import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import is_heartbeat_enabled
 
 from automl.errors import UserError
+from automl.hpo.journal import LockedJournalStorage
 
 RDB_SCHEMES = ("sqlite:", "postgresql", "mysql")
 
@@ -19,11 +20,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     """``sqlite:///f.db``, ``postgresql://...``, ``mysql://...``, or ``journal:PATH`` / ``PATH.journal``.
 
     Relational storages get heartbeats (every ``AUTOML_HEARTBEAT_SECONDS``, default 30; dead after
-    4 missed), so a trial whose worker died is failed and retried once with the same parameters.
+    4 missed), the journal a lock per running trial (see automl/hpo/journal.py), so a trial whose
+    worker died is failed and retried once with the same parameters.
     """
+    heartbeat = float(os.environ.get("AUTOML_HEARTBEAT_SECONDS", 30))
     if url.startswith(RDB_SCHEMES):
         try:
-            heartbeat = float(os.environ.get("AUTOML_HEARTBEAT_SECONDS", 30))
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(
@@ -39,7 +41,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         path = Path(url.removeprefix("journal:"))
         if not path.parent.exists():
             raise UserError(f"--storage {url}: folder {path.parent} does not exist")
-        return JournalStorage(JournalFileBackend(str(path)))
+        # A trial whose lock was never taken (its process died as it began) is dead after the grace.
+        return LockedJournalStorage(str(path), grace_seconds=max(2.0, 4 * heartbeat))
     raise UserError(
         f"--storage {url}: unsupported; use sqlite:///FILE.db, postgresql://..., mysql://... or journal:FILE"
     )
@@ -53,3 +56,20 @@ def load_study(name: str, url: str) -> optuna.Study:
         known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         there = ", ".join(known) or "none"
         raise UserError(f"--study {name}: no such study in {url} (studies there: {there})") from None
+
+
+def fail_dead_trials(study: optuna.Study) -> None:
+    """Fail the study's RUNNING trials whose process died, and retry each once (as Optuna does
+    before every trial), so a search that starts or ends does not wait for them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def running_trials(study: optuna.Study) -> list[int]:
+    """The numbers of the study's RUNNING trials whose process is alive, as far as the storage can
+    tell (a dead one stays RUNNING when failing it could not be written, e.g. on a full disk)."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    storage = study._storage  # Optuna's fail_stale_trials reads the same private fields
+    dead = set(storage._get_stale_trial_ids(study._study_id)) if is_heartbeat_enabled(storage) else set()
+    return [t.number for t in running if t._trial_id not in dead]

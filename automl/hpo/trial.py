@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from automl.data import Dataset
 from automl.errors import ArchitectureError, TrialFailed
 from automl.hpo.live import Live
 from automl.hpo.settings import SearchSettings
+from automl.space import SearchSpace
 from automl.tracking import Tracker, TrialRun
 from automl.training.fit import TrialResult, fit
 
@@ -84,17 +86,17 @@ def run_trial(
     live.trial_started(number, finished, describe(validated))
     with tracker.trial_run(parent, number, config, tags={"automl.backend": settings.backend}) as run:
         callbacks = [MlflowEpochs(run), *live.epoch_callbacks(number, epochs), *pruning]
-        try:
+        try:  # the model is saved before anything is logged: MLflow's trouble cannot lose it
             result = fit(validated, data, callbacks=callbacks, epochs=epochs, objective=settings.objective,
                          seed=settings.seed + number, jit_compile=settings.jit_compile or "auto")
+            path = settings.trial_dir(number) / "model.keras"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            result.model.save(path)
         except pruned_errors as exc:  # its message, when it has one, says why (too slow, time up)
             outcome = Outcome("PRUNED", pruned=exc, reason=str(exc) or None)
         except Exception as exc:  # the trial fails alone; the search goes on
             outcome = Outcome("FAIL", reason=failure_reason(exc))
         else:
-            path = settings.trial_dir(number) / "model.keras"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            result.model.save(path)
             outcome = Outcome("COMPLETE", result.metrics[settings.objective], result=result)
         run.state, run.reason, outcome.run_id = outcome.state, outcome.reason, run.run_id
         seconds = time.perf_counter() - start
@@ -106,6 +108,31 @@ def run_trial(
         run.log_metrics(summary)
     live.trial_ended(number, outcome.state, outcome.value, time.perf_counter() - start, outcome.reason or "")
     return outcome
+
+
+def run_trial_or_smaller(space: SearchSpace, config: dict, train: Callable[[dict], Outcome],
+                         live: Live, number: int) -> tuple[Outcome, dict, dict]:
+    """``train(config)``; when it runs out of memory, once more with half the batch, where the
+    space offers that size (both backends). Returns the outcome, the configuration it trained
+    last and the user attributes that say so."""
+    outcome = train(config)
+    smaller = halved_batch(space, config) if (outcome.reason or "").startswith("oom") else None
+    if smaller is None:
+        return outcome, config, {}
+    batch = config["training"]["batch_size"]
+    live.say(f"trial {number} ran out of memory at batch {batch}; retrying with batch {batch // 2}")
+    return train(smaller), smaller, {"oom_batch_size": batch}
+
+
+def halved_batch(space: SearchSpace, config: dict) -> dict | None:
+    """``config`` with half its batch size, where the space offers that size; else None."""
+    param = next((p for p in space.params if p.name == "training.batch_size"), None)
+    if param is None:  # a fixed batch size: nothing smaller to try
+        return None
+    batch = config["training"]["batch_size"]
+    if batch < 2 or not param.contains(batch // 2):
+        return None
+    return {**config, "training": {**config["training"], "batch_size": batch // 2}}
 
 
 def freeze_long_lived() -> None:

@@ -1,0 +1,58 @@
+"""Advisory file locks (``flock``) between the processes of one machine.
+
+The kernel drops a process's locks when it dies, however it dies, so a lock that can be taken
+belongs to nobody alive: nothing to clean up, no pid to be reused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_slots: dict[str, tuple[int, int]] = {}  # key -> (slot, fd of its lock, held until this process exits)
+
+
+def lock_path(*key: str) -> Path:
+    """A lock file for ``key`` (e.g. a storage URL and a study name) in this machine's temp folder."""
+    folder = Path(tempfile.gettempdir()) / "automl-locks"
+    folder.mkdir(exist_ok=True)
+    return folder / (hashlib.sha256("\0".join(key).encode()).hexdigest()[:24] + ".lock")
+
+
+def try_lock(path: Path) -> int | None:
+    """The fd holding an exclusive lock on ``path`` (created if missing), or None when another holds it."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextmanager
+def held(path: Path) -> Iterator[None]:
+    """Wait for, then hold, an exclusive lock on ``path``."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def process_slot(*key: str) -> int:
+    """This process's number among the live processes sharing ``key``: the smallest one free when
+    it first asked, kept until it exits. A process alone gets 0, so its runs stay reproducible."""
+    name = "\0".join(key)
+    if name not in _slots:
+        slot = 0
+        while (fd := try_lock(lock_path(name, str(slot)))) is None:
+            slot += 1
+        _slots[name] = (slot, fd)
+    return _slots[name][0]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,9 @@ class LockedJournalStorage(JournalStorage, BaseHeartbeat):
         super().__init__(TornSafeJournalFile(path))
         self._locks = Path(path + ".locks")
         self._grace = grace_seconds
-        self._retry = RetryHeartbeatStaleTrialCallback(max_retry=retries)
+        with warnings.catch_warnings():  # "experimental" in Optuna since 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._retry = RetryHeartbeatStaleTrialCallback(max_retry=retries)
         self._held: dict[int, int] = {}  # trial id -> fd of the lock this process holds for it
 
     def _lock_name(self, trial_id: int) -> str:
@@ -105,7 +108,14 @@ class LockedJournalStorage(JournalStorage, BaseHeartbeat):
         if fd is None:  # a checker is looking at it this very moment: the next beat takes it
             return
         self._held[trial_id] = fd
-        self.set_trial_system_attr(trial_id, LOCK_ATTR, self._lock_name(trial_id))
+        try:
+            self.set_trial_system_attr(trial_id, LOCK_ATTR, self._lock_name(trial_id))
+        except StorageWriteError:  # the trial's own next write says so, in the search's thread
+            self._release(trial_id)
+
+    def _release(self, trial_id: int) -> None:
+        (self._locks / self._lock_name(trial_id)).unlink(missing_ok=True)
+        os.close(self._held.pop(trial_id))
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         return [t._trial_id for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
@@ -124,8 +134,7 @@ class LockedJournalStorage(JournalStorage, BaseHeartbeat):
             return super().set_trial_state_values(trial_id, state, values)
         finally:  # also when the write failed: the trial is over for this process either way
             if state.is_finished() and trial_id in self._held:
-                (self._locks / self._lock_name(trial_id)).unlink(missing_ok=True)
-                os.close(self._held.pop(trial_id))
+                self._release(trial_id)
 
     def _is_dead(self, trial: FrozenTrial) -> bool:
         name = self._lock_name(trial._trial_id)

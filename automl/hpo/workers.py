@@ -30,6 +30,7 @@ from automl.hpo.storage import load_study
 from automl.hpo.study import finished_count
 
 SETTINGS_ATTR = "search_settings"
+MAX_DEATHS_IN_A_ROW = 3  # then the cause is not one trial: the pool stops
 # What a worker takes from the study; storage and MLflow come from its own command line, so
 # each machine can reach them by its own address.
 SHARED = ("space", "data", "study", "experiment", "out", "backend", "sampler", "pruner", "trials", "epochs", "seed",
@@ -127,6 +128,7 @@ class Pool:
         self.settings, self.study, self.say = settings, study, say
         self.procs: dict[subprocess.Popen, str | None] = {}
         self.started = 0
+        self.deaths, self.finished_at_death = 0, -1  # workers dead in a row, trials finished at the last death
         self.gpus = list(settings.gpus or [])
         self.deadline = time.monotonic() + settings.timeout if settings.timeout else None
 
@@ -143,7 +145,7 @@ class Pool:
                     while len(self.procs) < self.settings.workers:
                         self._start()
                 time.sleep(0.5)
-        except BaseException:  # Ctrl-C or a failed worker: stop the others, whose trials end as failed
+        except BaseException:  # Ctrl-C or workers dying: stop the others, whose trials end as failed
             self._stop_all()
             raise
 
@@ -168,12 +170,25 @@ class Pool:
         self.say(f"worker {proc.pid} started ({self.started} so far{f', GPU {gpu}' if gpu else ''})")
 
     def _reap(self) -> None:
+        """Forget the workers that exited; a dead one is replaced (its trial is failed and retried
+        by the next worker to start a trial), unless workers keep dying with no trial finishing."""
         for proc in [p for p in self.procs if p.poll() is not None]:
             del self.procs[proc]
             if proc.returncode in (130, -signal.SIGINT):  # Ctrl-C reached the worker first
                 raise KeyboardInterrupt
             if proc.returncode != 0:
-                raise SearchStopped(f"worker {proc.pid} exited with code {proc.returncode}; see its output above")
+                self._died(proc)
+
+    def _died(self, proc: subprocess.Popen) -> None:
+        code = proc.returncode
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        finished = finished_count(self.study)
+        self.deaths = self.deaths + 1 if finished == self.finished_at_death else 1
+        self.finished_at_death = finished
+        if self.deaths >= MAX_DEATHS_IN_A_ROW:
+            raise SearchStopped(f"{self.deaths} workers died in a row with no trial finished in between (the last, "
+                                f"{proc.pid}, {how}); see their output above")
+        self.say(f"worker {proc.pid} {how}; its trial will be retried, and a new worker takes its place")
 
     def _stop_all(self) -> None:
         for proc in self.procs:

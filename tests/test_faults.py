@@ -3,6 +3,7 @@ real MLflow failure, a real out-of-memory and two real processes at once."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -137,3 +138,126 @@ def test_a_search_killed_mid_trial_is_finished_by_the_next_one(tmp_path):
     assert [(r.info.status, r.data.tags["automl.state"]) for r in killed_runs] == [("FAILED", "FAIL")]
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert [r.info.status for r in parents] == ["FINISHED"] and "test_accuracy" in parents[0].data.metrics
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_is_replaced_and_the_search_goes_on(tmp_path):
+    """`automl search --workers 2` on the journal, one worker SIGKILLed in a trial: the pool
+    starts another, the dead trial is failed and retried, the search reaches its target."""
+    log = tmp_path / "out.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(_search("--trials", "3", "--workers", "2", "--study", "w"), cwd=tmp_path, env=ENV,
+                                stdout=out, stderr=subprocess.STDOUT, text=True)
+    storage, tracking = f"journal:{tmp_path}/automl.journal", f"sqlite:///{tmp_path}/mlflow.db"
+    victim = None
+    for _ in range(600):
+        workers = {f"{socket.gethostname()}:{pid}": int(pid)
+                   for pid in re.findall(r"worker (\d+) started", log.read_text())}
+        if (tmp_path / "automl.journal").exists():
+            running = load_study("w", storage).get_trials(deepcopy=False, states=(RUNNING,))
+            victim = next((t for t in running if t.user_attrs.get("worker") in workers), None)
+        if victim is not None:
+            time.sleep(1)  # into its training
+            os.kill(workers[victim.user_attrs["worker"]], signal.SIGKILL)
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"no worker started a trial:\n{log.read_text()[-3000:]}")
+    assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    assert "killed by SIGKILL; its trial will be retried, and a new worker takes its place" in log.read_text()
+
+    study = load_study("w", storage)
+    killed = study.trials[victim.number]
+    assert killed.state == FAIL
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retried) == 1 and retried[0].state == COMPLETE and retried[0].params == killed.params
+    assert len([t for t in study.trials if t.state == COMPLETE]) >= 3
+    runs = _no_run_running(tracking, "w")
+    assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["FINISHED"]
+
+
+@pytest.mark.slow
+def test_two_searches_started_together_in_a_fresh_folder_both_work_on_different_configurations(tmp_path):
+    procs = [subprocess.Popen(_search("--trials", "3", "--quiet"), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    for proc in procs:
+        output, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, output[-3000:]
+    study = load_study("quick-digits", f"journal:{tmp_path}/automl.journal")
+    configs = [json.dumps(t.params, sort_keys=True) for t in study.trials]
+    assert len(configs) >= 3 and len(set(configs)) == len(configs)  # neither ran what the other ran
+    runs = _no_run_running(f"sqlite:///{tmp_path}/mlflow.db", "quick-digits")
+    assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 1  # one search, one parent run
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MiB tmpfs, mounted for the test (root only)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_search_in_one_line_and_keeps_the_journal_whole(tmp_path, tiny_disk):
+    journal = tiny_disk / "automl.journal"
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen(_search("--trials", "3", "--study", "full", "--storage", f"journal:{journal}"),
+                            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):  # trial 0 recorded, then the disk fills up (another program's file)
+        if journal.exists() and load_study("full", f"journal:{journal}").get_trials(states=(COMPLETE,)):
+            break
+        time.sleep(0.5)
+    with open(tiny_disk / "filler", "wb", buffering=0) as filler:
+        with pytest.raises(OSError):
+            while True:
+                filler.write(b"\0" * 4096)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and "AssertionError" not in err
+    assert lines[-1].startswith(f"automl: cannot write the journal {journal} (No space left on device)")
+
+    content = journal.read_bytes()
+    assert content.endswith(b"\n") and all(json.loads(line) for line in content.splitlines())
+    plain = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    assert optuna.load_study(study_name="full", storage=plain).trials[0].state == COMPLETE
+    runs = _no_run_running(tracking, "full")
+    assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["FAILED"]
+
+
+@pytest.mark.slow
+def test_mlflow_failing_mid_trial_neither_fails_the_trial_nor_loses_its_run(tmp_path):
+    """The MLflow database's folder made immutable (chattr +i, which binds root too) while trial 0
+    trains, then writable again: the trial completes, one line per failure, and its run is
+    finished with its metrics once MLflow answers again."""
+    track = tmp_path / "track"
+    track.mkdir()
+    tracking = f"sqlite:///{track}/mlflow.db"
+    proc = subprocess.Popen(_search("--trials", "2", "--study", "t", "--tracking-uri", tracking), cwd=tmp_path,
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(proc, "trial 0 (0/2 finished)")
+    if subprocess.run(["chattr", "+i", str(track)], capture_output=True).returncode != 0:
+        proc.kill()
+        pytest.skip("chattr +i is not supported on this file system")
+    try:
+        _wait_for(proc, "trial 0 COMPLETE")
+    finally:
+        subprocess.run(["chattr", "-i", str(track)], check=True)
+    output, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    warnings = [line for line in err.splitlines() if line.startswith("automl: warning: MLflow")]
+    assert warnings and "Traceback" not in err
+    study = load_study("t", f"journal:{tmp_path}/automl.journal")
+    assert [t.state for t in study.trials] == [COMPLETE, COMPLETE]
+    assert Path(study.trials[0].user_attrs["model_path"]).is_file()
+    runs = _no_run_running(tracking, "t")
+    trial0 = [r for r in runs if r.data.tags.get("automl.trial") == "0"]
+    assert [(r.info.status, r.data.tags["automl.state"]) for r in trial0] == [("FINISHED", "COMPLETE")]
+    assert "val_accuracy" in trial0[0].data.metrics and "best_val_accuracy" in trial0[0].data.metrics

@@ -54,11 +54,12 @@ class Tracker:
 
     def __init__(self, tracking_uri: str, experiment: str, create: bool = True):
         """``create``: make the experiment if missing (a worker joins one that must exist)."""
-        self.client = MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
-        # MLflow creates a new SQLite database's tables, and the experiment, with no guard against
-        # a second process doing the same at once ("table latest_metrics already exists").
+        # MLflow creates a new SQLite database's tables (as the client starts), and the experiment,
+        # with no guard against a second process doing the same at once ("table latest_metrics
+        # already exists").
         with held(lock_path("mlflow", tracking_uri)):
+            self.client = MlflowClient(tracking_uri)
             found = self.client.get_experiment_by_name(experiment)
             if found is None and not create:
                 raise UserError(f"--tracking-uri {tracking_uri}: no MLflow experiment {experiment} there; give the "

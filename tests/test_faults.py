@@ -261,3 +261,71 @@ def test_mlflow_failing_mid_trial_neither_fails_the_trial_nor_loses_its_run(tmp_
     trial0 = [r for r in runs if r.data.tags.get("automl.trial") == "0"]
     assert [(r.info.status, r.data.tags["automl.state"]) for r in trial0] == [("FINISHED", "COMPLETE")]
     assert "val_accuracy" in trial0[0].data.metrics and "best_val_accuracy" in trial0[0].data.metrics
+
+
+# --- out of memory ---------------------------------------------------------------------------
+# Planted, as in test_workers.py: a real one is not cheap here. Under RLIMIT_AS, TensorFlow aborts
+# the process when it next creates a thread (pthread_create fails) instead of raising, and a limit
+# that fails one batch size but not its half depends on the host's allocator and thread count.
+
+
+def _planted_oom(monkeypatch, too_much) -> None:
+    from automl.hpo import trial as trial_module
+
+    real_fit = trial_module.fit
+
+    def fit_with_little_memory(config, data, **kwargs):
+        if too_much(config):
+            raise MemoryError(f"planted: no memory for batch {config.training.batch_size}")
+        return real_fit(config, data, **kwargs)
+
+    monkeypatch.setattr(trial_module, "fit", fit_with_little_memory)
+
+
+@pytest.mark.slow
+def test_out_of_memory_with_a_fixed_batch_size_fails_the_trial_alone(tmp_path, monkeypatch, write_space):
+    import automl
+
+    space = write_space(
+        """
+        model:
+          stem: [{filters: 8, kernel_size: 3}]
+          stages: [{family: vgg, filters: {choice: [16, 8], default: 16}, convs: 1}]
+        training:
+          epochs: 1
+        """
+    )
+    _planted_oom(monkeypatch, lambda config: config.model.stages[0].filters == 16)
+    study = automl.search(space, "digits", study="oom", trials=1, sampler="random", verbose=False,
+                          storage=f"journal:{tmp_path}/j.journal", tracking_uri=f"sqlite:///{tmp_path}/m.db",
+                          out=str(tmp_path / "out"))
+    first = study.trials[0]  # the default configuration: 16 filters, no batch size to halve
+    assert first.state == FAIL and first.user_attrs["fail_reason"].startswith("oom: MemoryError")
+    assert "oom_batch_size" not in first.user_attrs
+    assert study.trials[-1].state == COMPLETE
+
+
+@pytest.mark.slow
+def test_the_keras_tuner_backend_retries_out_of_memory_with_half_the_batch(tmp_path, monkeypatch, write_space):
+    import automl
+
+    space = write_space(
+        """
+        model:
+          stem: [{filters: 8, kernel_size: 3}]
+          stages: [{family: vgg, filters: 8, convs: 1}]
+        training:
+          epochs: 1
+          batch_size: {choice: [32, 64]}
+        """
+    )
+    _planted_oom(monkeypatch, lambda config: config.training.batch_size > 32)
+    study = automl.search(space, "digits", study="kt", trials=2, backend="keras-tuner", sampler="random",
+                          verbose=False, storage=f"journal:{tmp_path}/j.journal",
+                          tracking_uri=f"sqlite:///{tmp_path}/m.db", out=str(tmp_path / "out"))
+    retried = [t for t in study.trials if t.user_attrs.get("oom_batch_size") == 64]
+    assert len(retried) == 1 and retried[0].state == COMPLETE
+    assert retried[0].user_attrs["config"]["training"]["batch_size"] == 32
+    states = sorted((r.data.tags["automl.state"], r.data.tags.get("automl.fail_reason", "")[:4])
+                    for r in _runs(f"sqlite:///{tmp_path}/m.db", "kt") if "automl.trial" in r.data.tags)
+    assert ("FAIL", "oom:") in states and states.count(("COMPLETE", "")) == 2

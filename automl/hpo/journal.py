@@ -13,6 +13,7 @@ every trial and by ``automl`` when a search starts and ends) fails a dead trial 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -49,8 +50,7 @@ class TornSafeJournalFile(JournalFileBackend):
     """
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs)
-                + "\n").encode("utf-8")
+        data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode("utf-8")
         with get_lock_file(self._lock), open(self._file_path, "r+b", buffering=0) as f:
             end = f.seek(0, os.SEEK_END)
             complete = _complete_length(f, end)
@@ -63,9 +63,10 @@ class TornSafeJournalFile(JournalFileBackend):
                     view = view[f.write(view):]
                 os.fsync(f.fileno())
             except OSError as exc:
-                f.truncate(complete)  # the journal stays as it was: every finished trial readable
-                raise StorageWriteError(f"cannot write the journal {self._file_path} ({exc.strerror}); "
-                                        "what it held is kept; free space and rerun the same command") from None
+                with contextlib.suppress(OSError):  # else the next append cuts the fragment off
+                    f.truncate(complete)
+                raise StorageWriteError(f"cannot write the journal {self._file_path} ({exc.strerror}); all it "
+                                        "held before is kept: rerun the same command once it can be written") from None
 
 
 def _complete_length(f, end: int) -> int:

@@ -28,6 +28,8 @@ from automl.saving import load_model
 # MLflow configures its loggers on import; its INFO lines (database set-up) would drown the live view.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
+# Its store logs a database error with a traceback, then raises it: the raised error is reported.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits per log_batch call
@@ -244,9 +246,11 @@ class TrialRun:
             return True
         except Exception as exc:
             self.failing = True
+            while exc.__cause__ is not None:  # the database's or the server's own words
+                exc = exc.__cause__
+            text = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             print(f"automl: warning: MLflow ({self.tracker.tracking_uri}): trial {self.number} could not {what} "
-                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); the trial goes "
-                  "on and its run is completed later", file=sys.stderr, flush=True)
+                  f"({text}); the trial goes on and its run is completed later", file=sys.stderr, flush=True)
             return False
 
 

@@ -178,14 +178,14 @@ def test_a_worker_killed_mid_trial_is_replaced_and_the_search_goes_on(tmp_path):
 
 @pytest.mark.slow
 def test_two_searches_started_together_in_a_fresh_folder_both_work_on_different_configurations(tmp_path):
-    procs = [subprocess.Popen(_search("--trials", "3", "--quiet"), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+    procs = [subprocess.Popen(_search("--trials", "2", "--quiet"), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     for proc in procs:
         output, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, output[-3000:]
     study = load_study("quick-digits", f"journal:{tmp_path}/automl.journal")
     configs = [json.dumps(t.params, sort_keys=True) for t in study.trials]
-    assert len(configs) >= 3 and len(set(configs)) == len(configs)  # neither ran what the other ran
+    assert len(configs) >= 2 and len(set(configs)) == len(configs)  # neither ran what the other ran
     runs = _no_run_running(f"sqlite:///{tmp_path}/mlflow.db", "quick-digits")
     assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 1  # one search, one parent run
 
@@ -256,7 +256,7 @@ def test_mlflow_failing_mid_trial_neither_fails_the_trial_nor_loses_its_run(tmp_
     assert warnings and "Traceback" not in err
     study = load_study("t", f"journal:{tmp_path}/automl.journal")
     assert [t.state for t in study.trials] == [COMPLETE, COMPLETE]
-    assert Path(study.trials[0].user_attrs["model_path"]).is_file()
+    assert (tmp_path / study.trials[0].user_attrs["model_path"]).is_file()
     runs = _no_run_running(tracking, "t")
     trial0 = [r for r in runs if r.data.tags.get("automl.trial") == "0"]
     assert [(r.info.status, r.data.tags["automl.state"]) for r in trial0] == [("FINISHED", "COMPLETE")]

@@ -8,6 +8,7 @@ import time
 
 import keras
 import optuna
+from optuna.exceptions import StorageInternalError
 from optuna.study import MaxTrialsCallback
 from optuna_integration import KerasPruningCallback
 
@@ -157,10 +158,15 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
         )
     except AssertionError as exc:  # Optuna's "Should not reach." when the storage cannot record a trial's end
         cause = exc.__context__
-        while cause is not None and not isinstance(cause, StorageWriteError):
+        while cause is not None and not isinstance(cause, (StorageWriteError, StorageInternalError)):
             cause = cause.__context__
         if cause is None:
             raise
+        if isinstance(cause, StorageInternalError):  # a relational database refused the write
+            root = cause.__cause__ or cause
+            raise StorageWriteError(f"the study's storage could not record a trial ({type(root).__name__}: "
+                                    f"{str(root).splitlines()[0][:200]}); the trials it holds are kept: rerun "
+                                    "the same command once it can be written") from None
         raise cause from None
     if guard.in_a_row >= guard.limit:
         raise SearchStopped(f"stopped after {guard.in_a_row} failed trials in a row; last: {guard.last_reason}")

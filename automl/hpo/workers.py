@@ -176,6 +176,8 @@ class Pool:
             del self.procs[proc]
             if proc.returncode in (130, -signal.SIGINT):  # Ctrl-C reached the worker first
                 raise KeyboardInterrupt
+            if proc.returncode == 2:  # bad input: every new worker would refuse it the same way
+                raise SearchStopped(f"worker {proc.pid} exited with code 2; see its output above")
             if proc.returncode != 0:
                 self._died(proc)
 
@@ -188,7 +190,7 @@ class Pool:
         if self.deaths >= MAX_DEATHS_IN_A_ROW:
             raise SearchStopped(f"{self.deaths} workers died in a row with no trial finished in between (the last, "
                                 f"{proc.pid}, {how}); see their output above")
-        self.say(f"worker {proc.pid} {how}; its trial will be retried, and a new worker takes its place")
+        self.say(f"worker {proc.pid} {how}; a new worker takes its place (a trial it was running is retried)")
 
     def _stop_all(self) -> None:
         for proc in self.procs:

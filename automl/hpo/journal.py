@@ -71,6 +71,11 @@ class TornSafeJournalFile(JournalFileBackend):
 
 def _complete_length(f, end: int) -> int:
     """The length of the file up to and including its last newline."""
+    if end == 0:
+        return 0
+    f.seek(end - 1)
+    if f.read(1) == b"\n":  # the usual case: nothing torn
+        return end
     pos = end
     while pos > 0:
         start = max(0, pos - CHUNK)

@@ -9,6 +9,7 @@ RUNNING by a dead process are closed when the next search of the study starts.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -118,13 +119,19 @@ class Tracker:
         import numpy as np
         from mlflow.models import infer_signature
 
-        mlflow.set_tracking_uri(self.tracking_uri)
         model = load_model(model_path)
         example = np.zeros((1, *model.input_shape[1:]), "float32")
         signature = infer_signature(example, model.predict(example, verbose=0))
-        with mlflow.start_run(run_id=run_id):
-            mlflow.keras.log_model(model, name="best_model", signature=signature,
-                                   pip_requirements=[f"keras=={keras.__version__}"])
+        # The fluent API needs the global URI, which MLflow also exports to the environment: put
+        # both back, or every process this one starts later would log to this search's store.
+        before = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            with mlflow.start_run(run_id=run_id):
+                mlflow.keras.log_model(model, name="best_model", signature=signature,
+                                       pip_requirements=[f"keras=={keras.__version__}"])
+        finally:
+            mlflow.set_tracking_uri(before)
         self.client.set_tag(run_id, "automl.best_trial", str(trial_number))
 
     def close_stale_children(self, parent_id: str, alive: Iterable[int]) -> int:

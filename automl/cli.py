@@ -11,7 +11,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
-from automl.errors import RecipeStopped, SearchStopped, TrialFailed, UserError  # noqa: E402
+from automl.errors import RecipeStopped, SearchStopped, TrialFailed, UserError, printable  # noqa: E402
 from automl.recipe.budget import STAGES  # noqa: E402
 
 
@@ -381,10 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"automl: error: {exc}", file=sys.stderr)
         return 2
     except RecipeStopped as exc:
-        print(f"automl: tune {exc}", file=sys.stderr)
+        print(f"automl: tune {printable(str(exc))}", file=sys.stderr)
         return 3
     except (TrialFailed, SearchStopped) as exc:
-        print(f"automl: {'training failed: ' if isinstance(exc, TrialFailed) else ''}{exc}", file=sys.stderr)
+        print(f"automl: {'training failed: ' if isinstance(exc, TrialFailed) else ''}{printable(str(exc))}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("automl: interrupted", file=sys.stderr)
@@ -392,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"automl: unexpected error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+        print(f"automl: unexpected error: {type(exc).__name__}: {printable(str(exc))} (run with --debug for the "
+              "traceback)",
               file=sys.stderr)
         return 1
     return 0

@@ -1,8 +1,20 @@
 """Errors the user can fix: reported as one line and exit code 2, never a traceback."""
 
+import unicodedata
+
+
+def printable(text: str) -> str:
+    """``text`` with control and format characters escaped (``\\x1b``, ``\\n``, ``\\u202e``): user input
+    quoted in a message cannot move the cursor, recolour the terminal or break the message's one line."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Cf")
+                   else ch for ch in text)
+
 
 class UserError(Exception):
     """Bad input (a file, a field, an argument); the message names where and what is allowed."""
+
+    def __init__(self, message: str):
+        super().__init__(printable(message))
 
 
 class SpaceError(UserError):

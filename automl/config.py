@@ -96,6 +96,17 @@ class InceptionStage(_Stage):
     kernel_size: Annotated[int, Field(ge=3, le=31)] = 7  # n of the factorized 1xn/nx1 pairs
     pool: Pool = "max"
 
+    def module_widths(self) -> list[InceptionModule]:
+        """The widths of each module: ``modules``, or ``filters`` split in GoogLeNet 3a's proportions
+        (64, 96>128, 16>32, 32 of 256) ``blocks`` times."""
+        if self.modules:
+            return list(self.modules)
+        f = self.filters
+        b1, b3, b5 = max(1, f // 4), max(1, f // 2), max(1, f // 8)
+        widths = InceptionModule(b1x1=b1, b3x3_reduce=max(1, b3 * 3 // 4), b3x3=b3, b5x5_reduce=max(1, b5 // 2),
+                                 b5x5=b5, pool_proj=max(1, f - b1 - b3 - b5))
+        return [widths] * self.blocks
+
     @model_validator(mode="after")
     def _widths_given(self):
         if (self.filters is None) == (self.modules is None):

@@ -166,8 +166,9 @@ class Backbone(Strict):
     # pretrained: ImageNet for applications (from the local Keras cache), a file's own weights;
     # random: the same architecture untrained; else the path of a weights file
     weights: str = "pretrained"
-    input_size: Annotated[int, Field(gt=0, le=4_096)] | None = None  # square side images are resized to; default: their own
-    cut: Annotated[int, Field(ge=0, le=1_000)] | str = 0  # stages dropped from the top, or the layer whose output is kept
+    # square side images are resized to; default: their own
+    input_size: Annotated[int, Field(gt=0, le=4_096)] | None = None
+    cut: Annotated[int, Field(ge=0, le=1_000)] | str = 0  # stages dropped from the top, or the layer kept
     trainable: Literal["head", "top", "all"] = "head"  # which backbone stages train: none, the top ones, all
     trainable_stages: Depth = 1  # with trainable: top
     fine_tune_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1  # LR multiplier while backbone stages train
@@ -201,7 +202,8 @@ class ModelConfig(Strict):
     batch_norm_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
     conv_bias: bool = False  # biases next to BN are redundant; reference VGG/ResNet keep them
     backbone: Backbone | None = None
-    stem: Annotated[list[StemConv], Field(max_length=64)] = []  # e.g. [{filters: 64, kernel_size: 7, strides: 2, pool: max}] for large images
+    # e.g. [{filters: 64, kernel_size: 7, strides: 2, pool: max}] for large images
+    stem: Annotated[list[StemConv], Field(max_length=64)] = []
     # with a backbone, new stages on top of its features (none is fine)
     stages: list[Stage] = Field(default=[], validate_default=True, max_length=64)
     head: Head = Head()

@@ -10,6 +10,11 @@ def printable(text: str) -> str:
                    else ch for ch in text)
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (library messages often span several), or its type's name."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class UserError(Exception):
     """Bad input (a file, a field, an argument); the message names where and what is allowed."""
 

@@ -35,6 +35,14 @@ class ArchitectureError(UserError):
     """A configuration cannot be built for the given input (e.g. too many downsamplings)."""
 
 
+class ModelTooLarge(ArchitectureError):
+    """A configuration's estimated size exceeds the memory cap; ``part`` is its largest part's dotted path."""
+
+    def __init__(self, part: str, message: str):
+        super().__init__(f"{part}: {message}")
+        self.part, self.message = part, message
+
+
 class TrialFailed(Exception):
     """Training of one configuration failed for a recordable reason (NaN loss, out of memory...)."""
 

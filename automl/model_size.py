@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 
 from automl.config import DenseNetStage, InceptionStage, ResNetStage, TrialConfig, VGGStage
-from automl.errors import ArchitectureError
+from automl.errors import ArchitectureError, ModelTooLarge
 
 MEMORY_CAP_ENV = "AUTOML_MAX_MEMORY_GB"
 _FLOAT = 4  # bytes
@@ -230,7 +230,7 @@ def check_size(config: TrialConfig, input_shape: tuple[int, int, int], num_class
     if need > cap:
         h, w, c = input_shape
         what = f"training with batch size {batch} needs" if training else "its weights need"
-        raise ArchitectureError(
-            f"{size.largest_part(batch)}: model too large for {h}x{w}x{c} input: about {size.params:.3g} parameters; "
-            f"{what} about {need / 1e9:.3g} GB, above the {cap / 1e9:.3g} GB cap (set {MEMORY_CAP_ENV} to raise it)")
+        raise ModelTooLarge(size.largest_part(batch), f"model too large for {h}x{w}x{c} input: about {size.params:.3g} "
+                            f"parameters; {what} about {need / 1e9:.3g} GB, above the {cap / 1e9:.3g} GB cap "
+                            f"(set {MEMORY_CAP_ENV} to raise it)")
     return size

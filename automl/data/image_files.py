@@ -16,6 +16,9 @@ from automl.data.dataset import Dataset, make_dataset
 from automl.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+# What Pillow may decode: without a list it tries every format it knows by content, whatever the
+# file's name (an EPS file named .png reaches Ghostscript)
+PILLOW_FORMATS = ("PNG", "JPEG")
 PATH_COLUMNS = ("path", "image", "filename", "file")
 LABEL_COLUMNS = ("label", "class", "target")
 GRAY_MODES = ("1", "L", "LA", "I", "F")  # and the 16-bit "I;16..." modes
@@ -70,7 +73,7 @@ def read_images(files: Sequence[Path], source: str, image_size: tuple[int, int] 
     sizes, gray = [], True  # first pass: headers only (Pillow opens lazily)
     for i, file in enumerate(files):
         try:
-            with Image.open(file) as image:
+            with Image.open(file, formats=PILLOW_FORMATS) as image:
                 sizes.append((image.height, image.width))
                 gray = gray and _is_gray(image.mode)
         except Exception as exc:  # Pillow raises many types for corrupt files
@@ -86,7 +89,7 @@ def read_images(files: Sequence[Path], source: str, image_size: tuple[int, int] 
     out = np.empty((len(files), h, w, channels), np.uint8)
     for i, file in enumerate(files):
         try:
-            with Image.open(file) as image:
+            with Image.open(file, formats=PILLOW_FORMATS) as image:
                 image = _to_8bit(image, channels)
                 if (image.height, image.width) != (h, w):
                     image = image.resize((w, h), Image.Resampling.BILINEAR)

@@ -218,13 +218,15 @@ def cmd_sample(args) -> None:
 
 def cmd_params(args) -> None:
     from automl.config import TrialConfig
+    from automl.model_size import check_size
     from automl.space import SearchSpace
 
-    space = SearchSpace.load(args.file)
+    config = TrialConfig.model_validate(SearchSpace.load(args.file).default())
+    check_size(config, args.input_shape, args.classes, training=False)  # before the slow Keras import
 
     from automl.builder import build_model
 
-    model = build_model(TrialConfig.model_validate(space.default()), args.input_shape, args.classes)
+    model = build_model(config, args.input_shape, args.classes)
     h, w, c = args.input_shape
     print(f"{args.file}: default configuration, input {h}x{w}x{c}, {args.classes} classes")
     print(f"{'part':<14}{'layers':>8}  {'output shape':<20}{'params':>14}")

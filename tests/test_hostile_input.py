@@ -274,7 +274,7 @@ def test_tune_blames_nan_pixels_not_the_learning_rate(tmp_path):
 
 @pytest.mark.parametrize("data, phrases", [
     ("nope", ["--data: unknown data set 'nope'"]),
-    ("missing.npz", ["missing.npz: no such file or folder"]),
+    ("missing.npz", ["missing.npz: no such file"]),
     ("no/such/folder", ["no/such/folder: no such file or folder"]),
 ])
 def test_bad_data_spec_is_reported_before_the_framework_loads(tmp_path, data, phrases):

@@ -21,6 +21,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 PILLOW_FORMATS = ("PNG", "JPEG")
 PATH_COLUMNS = ("path", "image", "filename", "file")
 LABEL_COLUMNS = ("label", "class", "target")
+MAX_SIDE = 4096  # of a resized image: 10^5 x 10^5 would ask for 10 GB an image
 GRAY_MODES = ("1", "L", "LA", "I", "F")  # and the 16-bit "I;16..." modes
 
 
@@ -30,11 +31,11 @@ def check_image_size(image_size) -> tuple[int, int] | None:
         return None
     try:
         h, w = image_size
-        valid = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in (h, w))
+        valid = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in (h, w))
     except (TypeError, ValueError):
         valid = False
     if not valid:
-        raise UserError(f"--image-size: expected two positive integers H,W, got {image_size!r}")
+        raise UserError(f"--image-size: expected two integers H,W from 1 to {MAX_SIDE}, got {image_size!r}")
     return int(h), int(w)
 
 

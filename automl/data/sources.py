@@ -87,7 +87,9 @@ def data_kind(spec: str) -> str:
     if path.is_dir():
         return "folder"
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".npz") and path.is_file():
+    if suffix in (".csv", ".npz"):
+        if not path.is_file():
+            raise UserError(f"{spec}: no such file")
         return suffix[1:]
     if path.exists():
         raise UserError(f"{spec}: not a folder of images (one sub-folder per class), a .csv or a .npz file")

@@ -242,11 +242,12 @@ def cmd_params(args) -> None:
 def cmd_train(args) -> None:
     import yaml
 
+    from automl import preflight
     from automl.config import TrialConfig
     from automl.data import load_dataset
-    from automl.space import SearchSpace
 
-    space = SearchSpace.load(args.space)  # check the inputs before the slow Keras import
+    space = preflight.check_inputs(args.space, args.data, None)  # before the slow Keras import
+    preflight.check_out(args.out)
     config = TrialConfig.model_validate(space.default())
     data = load_dataset(args.data, seed=args.seed, image_size=args.image_size)
 

@@ -40,9 +40,13 @@ def check_inputs(space: str, data: str, study: str | None) -> SearchSpace:
 
 def check_destinations(out: str, tracking_uri: str, storage: str) -> None:
     """Refuse a --out folder, an MLflow SQLite file or an Optuna journal/SQLite file that cannot be written."""
-    _check_folder(f"--out {out}", Path(out))
+    check_out(out)
     _check_file_uri("--tracking-uri", tracking_uri)
     _check_file_uri("--storage", storage)
+
+
+def check_out(out: str) -> None:
+    _check_folder(f"--out {out}", Path(out))
 
 
 def _check_folder(given: str, folder: Path) -> None:

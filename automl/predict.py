@@ -24,13 +24,16 @@ def load_exported(model_dir: str | Path):
 
 
 def _read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
-    """One image as the model takes it: gray or RGB, resized (nearest, as keras.utils.load_img did)."""
+    """One image as the model takes it: 8-bit gray or RGB as in training (16-bit gray scaled), resized
+    (nearest, as keras.utils.load_img did)."""
     from PIL import Image
+
+    from automl.data.image_files import to_8bit
 
     h, w, channels = shape
     try:
         with Image.open(path, formats=PILLOW_FORMATS) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
+            image = to_8bit(image, channels)
             if image.size != (w, h):
                 image = image.resize((w, h), Image.Resampling.NEAREST)
             return np.asarray(image, dtype="float32").reshape(h, w, -1)

@@ -43,7 +43,7 @@ def _is_gray(mode: str) -> bool:
     return mode in GRAY_MODES or mode.startswith("I;")
 
 
-def _to_8bit(image, channels: int):
+def to_8bit(image, channels: int):
     """A Pillow image as mode L (channels=1) or RGB (channels=3); 16-bit gray is scaled, not clipped."""
     from PIL import Image
 
@@ -91,7 +91,7 @@ def read_images(files: Sequence[Path], source: str, image_size: tuple[int, int] 
     for i, file in enumerate(files):
         try:
             with Image.open(file, formats=PILLOW_FORMATS) as image:
-                image = _to_8bit(image, channels)
+                image = to_8bit(image, channels)
                 if (image.height, image.width) != (h, w):
                     image = image.resize((w, h), Image.Resampling.BILINEAR)
                 out[i] = np.asarray(image).reshape(h, w, channels)

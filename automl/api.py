@@ -4,41 +4,70 @@
     study = automl.search("search_spaces/quick.yaml", data="digits", trials=8, epochs=5)
     automl.export(study.study_name, out="best")
     for record in automl.predict("best", ["digit.png"]): print(record["class"])
+
+Searches and tunes check their inputs and destinations (automl/preflight.py), then load the data
+and check the space's model sizes on it, before the search machinery (Optuna, MLflow, Keras) is
+imported and before the study is created.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import optuna
-
+from automl import preflight
 from automl import settings as defaults
 from automl.hpo.settings import SearchSettings
+
+if TYPE_CHECKING:
+    import optuna
+
+    from automl.data import Dataset
+
+
+def _checked_data(settings, study: str | None, sizes: bool = True) -> Dataset:
+    """Everything about a search's or tune's inputs that can be known before it starts; its data."""
+    from automl.data import load_dataset
+
+    space = preflight.check_inputs(settings.space, settings.data, study)
+    preflight.check_destinations(settings.out, settings.tracking_uri, settings.storage)
+    data = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
+    if sizes:
+        space.check_sizes(data.input_shape, data.num_classes)
+    return data
 
 
 def search(space: str, data: str = "digits", **options) -> optuna.Study:
     """Run (or resume) a search; options are the fields of SearchSettings (trials, epochs, backend...)."""
+    settings = SearchSettings(space=str(space), data=str(data), **options)
+    loaded = _checked_data(settings, options.get("study"))
     from automl.hpo.driver import run_search
 
-    return run_search(SearchSettings(space=str(space), data=str(data), **options))
+    return run_search(settings, loaded)
 
 
 def create_study(space: str, data: str = "digits", **options) -> tuple[optuna.Study, bool]:
     """Create a search for workers (``automl worker``) to run, running no trial; options as for
     ``search``. Returns the study and whether it is new."""
+    settings = SearchSettings(space=str(space), data=str(data), **options)
+    preflight.check_inputs(settings.space, settings.data, options.get("study"))
+    preflight.check_destinations(settings.out, settings.tracking_uri, settings.storage)
     from automl.hpo.driver import create_search
 
-    return create_search(SearchSettings(space=str(space), data=str(data), **options))
+    return create_search(settings)
 
 
 def tune(space: str, data: str = "digits", **options) -> optuna.Study:
     """Run (or resume) the staged tuning recipe; options are the fields of TuneSettings (budget, seed...).
     Returns the tune's study, whose one trial is the final model."""
     from automl.recipe.settings import TuneSettings
+
+    settings = TuneSettings(space=str(space), data=str(data), **options)
+    loaded = _checked_data(settings, options.get("study"))
     from automl.recipe.tune import run_tune
 
-    return run_tune(TuneSettings(space=str(space), data=str(data), **options))
+    return run_tune(settings, loaded)
 
 
 def report(study: str, out: str | Path | None = None, storage: str | None = None) -> Path:

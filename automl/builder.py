@@ -12,6 +12,7 @@ from automl.blocks.resnet import resnet_stage
 from automl.blocks.vgg import vgg_stage
 from automl.config import Augmentation, ModelConfig, ResNetStage, TrialConfig
 from automl.errors import ArchitectureError
+from automl.model_size import check_size
 from automl.training.augmentation import augmentation_layers
 
 
@@ -21,11 +22,12 @@ def build_model(
     """The model of ``config`` for images of ``input_shape`` (H, W, C) and ``num_classes`` classes.
 
     ``pixel_scale`` maps raw pixel values to [0, 1] inside the model. Raises ArchitectureError
-    when the configuration cannot work on that input.
+    when the configuration cannot work on that input, or its weights would not fit the memory cap.
     """
     m = config.model
     if len(input_shape) != 3:
         raise ArchitectureError(f"input shape must be (height, width, channels), got {input_shape}")
+    check_size(config, input_shape, num_classes, training=False)  # before Keras allocates any kernel
     ctx = Context(
         activation=m.activation,
         initializer=m.initializer,

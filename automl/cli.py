@@ -11,7 +11,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
-from automl.errors import RecipeStopped, SearchStopped, TrialFailed, UserError  # noqa: E402
+from automl.errors import RecipeStopped, SearchStopped, TrialFailed, UserError, printable  # noqa: E402
 from automl.recipe.budget import STAGES  # noqa: E402
 
 
@@ -218,13 +218,15 @@ def cmd_sample(args) -> None:
 
 def cmd_params(args) -> None:
     from automl.config import TrialConfig
+    from automl.model_size import check_size
     from automl.space import SearchSpace
 
-    space = SearchSpace.load(args.file)
+    config = TrialConfig.model_validate(SearchSpace.load(args.file).default())
+    check_size(config, args.input_shape, args.classes, training=False)  # before the slow Keras import
 
     from automl.builder import build_model
 
-    model = build_model(TrialConfig.model_validate(space.default()), args.input_shape, args.classes)
+    model = build_model(config, args.input_shape, args.classes)
     h, w, c = args.input_shape
     print(f"{args.file}: default configuration, input {h}x{w}x{c}, {args.classes} classes")
     print(f"{'part':<14}{'layers':>8}  {'output shape':<20}{'params':>14}")
@@ -240,11 +242,12 @@ def cmd_params(args) -> None:
 def cmd_train(args) -> None:
     import yaml
 
+    from automl import preflight
     from automl.config import TrialConfig
     from automl.data import load_dataset
-    from automl.space import SearchSpace
 
-    space = SearchSpace.load(args.space)  # check the inputs before the slow Keras import
+    space = preflight.check_inputs(args.space, args.data, None)  # before the slow Keras import
+    preflight.check_out(args.out)
     config = TrialConfig.model_validate(space.default())
     data = load_dataset(args.data, seed=args.seed, image_size=args.image_size)
 
@@ -381,10 +384,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"automl: error: {exc}", file=sys.stderr)
         return 2
     except RecipeStopped as exc:
-        print(f"automl: tune {exc}", file=sys.stderr)
+        print(f"automl: tune {printable(str(exc))}", file=sys.stderr)
         return 3
     except (TrialFailed, SearchStopped) as exc:
-        print(f"automl: {'training failed: ' if isinstance(exc, TrialFailed) else ''}{exc}", file=sys.stderr)
+        print(f"automl: {'training failed: ' if isinstance(exc, TrialFailed) else ''}{printable(str(exc))}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("automl: interrupted", file=sys.stderr)
@@ -392,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"automl: unexpected error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+        print(f"automl: unexpected error: {type(exc).__name__}: {printable(str(exc))} (run with --debug for the "
+              "traceback)",
               file=sys.stderr)
         return 1
     return 0

@@ -10,23 +10,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    NonNegativeFloat,
-    NonNegativeInt,
-    PositiveFloat,
-    PositiveInt,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# Bounds: generous for any real network, yet a typo (10^12 filters, a 10^5 kernel) fails here
+# with the field's name rather than as an allocation or a hang; what they allow together is
+# bounded by the size estimate (automl/size.py). Floats are finite everywhere (Strict).
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+Width = Annotated[int, Field(gt=0, le=65_536)]  # channels or units (VGG16's head: 4,096)
+Depth = Annotated[int, Field(gt=0, le=1_000)]  # layers or blocks of one stage (ResNet-1001: 111)
+Kernel = Annotated[int, Field(gt=0, le=31)]
+Stride = Annotated[int, Field(gt=0, le=16)]
+Ratio = Annotated[int, Field(gt=0, le=1_024)]
+Epochs = Annotated[int, Field(gt=0, le=100_000)]
+EpochsOrZero = Annotated[int, Field(ge=0, le=100_000)]
+EpochSpan = Annotated[float, Field(gt=0.0, le=100_000.0)]
+EpochSpanOrZero = Annotated[float, Field(ge=0.0, le=100_000.0)]
+Batch = Annotated[int, Field(gt=0, le=65_536)]
+LearningRate = Annotated[float, Field(gt=0.0, le=10.0)]
+Decay = Annotated[float, Field(ge=0.0, le=10.0)]  # weight decay, L1/L2, a minimum LR
+Clip = Annotated[float, Field(gt=0.0, le=1e6)]
+Epsilon = Annotated[float, Field(gt=0.0, le=1.0)]
+Multiplier = Annotated[float, Field(gt=0.0, le=64.0)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- model -----------------------------------------------------------------------------
@@ -41,35 +49,35 @@ Pool = Literal["max", "avg", "none"]
 class StemConv(Strict):
     """One convolution of the stem (conv [+BN] + activation), optionally followed by 3x3/2 pooling."""
 
-    filters: PositiveInt
-    kernel_size: PositiveInt = 3
-    strides: PositiveInt = 1
+    filters: Width
+    kernel_size: Kernel = 3
+    strides: Stride = 1
     pool: Pool = "none"
 
 
 class _Stage(Strict):
     se: bool = False  # Squeeze-and-Excitation on every block of the stage
-    se_ratio: PositiveInt = 16
+    se_ratio: Ratio = 16
 
 
 class VGGStage(_Stage):
     """n x (conv3x3 [+BN] + activation), then 2x2 pooling."""
 
     family: Literal["vgg"]
-    filters: PositiveInt
-    convs: PositiveInt = 2
+    filters: Width
+    convs: Depth = 2
     pool: Pool = "max"
 
 
 class InceptionModule(Strict):
     """Branch widths of one GoogLeNet-style module (Szegedy et al., table 1)."""
 
-    b1x1: PositiveInt
-    b3x3_reduce: PositiveInt
-    b3x3: PositiveInt
-    b5x5_reduce: PositiveInt
-    b5x5: PositiveInt
-    pool_proj: PositiveInt
+    b1x1: Width
+    b3x3_reduce: Width
+    b3x3: Width
+    b5x5_reduce: Width
+    b5x5: Width
+    pool_proj: Width
 
 
 class InceptionStage(_Stage):
@@ -82,11 +90,22 @@ class InceptionStage(_Stage):
 
     family: Literal["inception"]
     variant: Literal["v1", "factorized"] = "v1"
-    filters: PositiveInt | None = None
-    blocks: PositiveInt = 2
-    modules: list[InceptionModule] | None = None
-    kernel_size: Annotated[int, Field(ge=3)] = 7  # n of the factorized 1xn/nx1 pairs
+    filters: Width | None = None
+    blocks: Depth = 2
+    modules: Annotated[list[InceptionModule], Field(max_length=1_000)] | None = None
+    kernel_size: Annotated[int, Field(ge=3, le=31)] = 7  # n of the factorized 1xn/nx1 pairs
     pool: Pool = "max"
+
+    def module_widths(self) -> list[InceptionModule]:
+        """The widths of each module: ``modules``, or ``filters`` split in GoogLeNet 3a's proportions
+        (64, 96>128, 16>32, 32 of 256) ``blocks`` times."""
+        if self.modules:
+            return list(self.modules)
+        f = self.filters
+        b1, b3, b5 = max(1, f // 4), max(1, f // 2), max(1, f // 8)
+        widths = InceptionModule(b1x1=b1, b3x3_reduce=max(1, b3 * 3 // 4), b3x3=b3, b5x5_reduce=max(1, b5 // 2),
+                                 b5x5=b5, pool_proj=max(1, f - b1 - b3 - b5))
+        return [widths] * self.blocks
 
     @model_validator(mode="after")
     def _widths_given(self):
@@ -99,11 +118,11 @@ class ResNetStage(_Stage):
     """Residual blocks: basic (2 x 3x3) or bottleneck (1x1-3x3-1x1, 4x expansion)."""
 
     family: Literal["resnet"]
-    filters: PositiveInt
-    blocks: PositiveInt = 2
+    filters: Width
+    blocks: Depth = 2
     bottleneck: bool = False
     preact: bool = False  # ResNet v2: BN-activation before each convolution
-    width: PositiveFloat = 1.0  # wide ResNet multiplier
+    width: Multiplier = 1.0  # wide ResNet multiplier
     strides: Literal[1, 2] = 2  # of the stage's first block
 
 
@@ -111,9 +130,9 @@ class DenseNetStage(_Stage):
     """Dense block of BN-act-1x1-BN-act-3x3 layers, then a compressing transition layer."""
 
     family: Literal["densenet"]
-    blocks: PositiveInt  # dense layers in the block
-    growth_rate: PositiveInt = 32
-    bottleneck_width: PositiveInt = 4  # 1x1 conv width = bottleneck_width * growth_rate
+    blocks: Depth  # dense layers in the block
+    growth_rate: Width = 32
+    bottleneck_width: Annotated[int, Field(gt=0, le=64)] = 4  # 1x1 conv width = bottleneck_width * growth_rate
     compression: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     transition: bool = True
 
@@ -126,7 +145,7 @@ FAMILIES = ("vgg", "inception", "resnet", "densenet")
 
 class Head(Strict):
     pooling: Literal["gap", "max", "flatten"] = "gap"
-    dense: list[PositiveInt] = []
+    dense: Annotated[list[Width], Field(max_length=64)] = []
     dropout: Fraction = 0.0
 
 
@@ -147,13 +166,14 @@ class Backbone(Strict):
     # pretrained: ImageNet for applications (from the local Keras cache), a file's own weights;
     # random: the same architecture untrained; else the path of a weights file
     weights: str = "pretrained"
-    input_size: PositiveInt | None = None  # square side images are resized to; default: their own
-    cut: NonNegativeInt | str = 0  # stages dropped from the top, or the layer whose output is kept
+    # square side images are resized to; default: their own
+    input_size: Annotated[int, Field(gt=0, le=4_096)] | None = None
+    cut: Annotated[int, Field(ge=0, le=1_000)] | str = 0  # stages dropped from the top, or the layer kept
     trainable: Literal["head", "top", "all"] = "head"  # which backbone stages train: none, the top ones, all
-    trainable_stages: PositiveInt = 1  # with trainable: top
+    trainable_stages: Depth = 1  # with trainable: top
     fine_tune_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1  # LR multiplier while backbone stages train
-    warmup_epochs: NonNegativeInt = 0  # head-only epochs before any backbone stage trains
-    unfreeze_every: NonNegativeInt = 0  # progressive: one more stage every this many epochs; 0: all at once
+    warmup_epochs: EpochsOrZero = 0  # head-only epochs before any backbone stage trains
+    unfreeze_every: EpochsOrZero = 0  # progressive: one more stage every this many epochs; 0: all at once
 
     @property
     def application(self) -> bool:
@@ -182,9 +202,10 @@ class ModelConfig(Strict):
     batch_norm_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
     conv_bias: bool = False  # biases next to BN are redundant; reference VGG/ResNet keep them
     backbone: Backbone | None = None
-    stem: list[StemConv] = []  # e.g. [{filters: 64, kernel_size: 7, strides: 2, pool: max}] for large images
+    # e.g. [{filters: 64, kernel_size: 7, strides: 2, pool: max}] for large images
+    stem: Annotated[list[StemConv], Field(max_length=64)] = []
     # with a backbone, new stages on top of its features (none is fine)
-    stages: list[Stage] = Field(default=[], validate_default=True)
+    stages: list[Stage] = Field(default=[], validate_default=True, max_length=64)
     head: Head = Head()
 
     @field_validator("stages")
@@ -207,16 +228,16 @@ class ModelConfig(Strict):
 class _Optimizer(Strict):
     """Field names are the keyword arguments of the matching ``keras.optimizers`` class."""
 
-    learning_rate: PositiveFloat = 1e-3
-    weight_decay: NonNegativeFloat | None = None  # decoupled, as Keras applies it
-    clipnorm: PositiveFloat | None = None
-    clipvalue: PositiveFloat | None = None
-    global_clipnorm: PositiveFloat | None = None
+    learning_rate: LearningRate = 1e-3
+    weight_decay: Decay | None = None  # decoupled, as Keras applies it
+    clipnorm: Clip | None = None
+    clipvalue: Clip | None = None
+    global_clipnorm: Clip | None = None
 
 
 class SGD(_Optimizer):
     name: Literal["sgd"]
-    learning_rate: PositiveFloat = 0.01
+    learning_rate: LearningRate = 0.01
     momentum: Fraction = 0.0
     nesterov: bool = False
 
@@ -224,7 +245,7 @@ class SGD(_Optimizer):
 class _AdaptiveMoments(_Optimizer):
     beta_1: Fraction = 0.9
     beta_2: Fraction = 0.999
-    epsilon: PositiveFloat = 1e-7
+    epsilon: Epsilon = 1e-7
 
 
 class Adam(_AdaptiveMoments):
@@ -234,7 +255,7 @@ class Adam(_AdaptiveMoments):
 
 class AdamW(_AdaptiveMoments):
     name: Literal["adamw"]
-    weight_decay: NonNegativeFloat = 0.004
+    weight_decay: Decay = 0.004
     amsgrad: bool = False
 
 
@@ -250,25 +271,25 @@ class RMSprop(_Optimizer):
     name: Literal["rmsprop"]
     rho: Fraction = 0.9
     momentum: Fraction = 0.0
-    epsilon: PositiveFloat = 1e-7
+    epsilon: Epsilon = 1e-7
     centered: bool = False
 
 
 class Adagrad(_Optimizer):
     name: Literal["adagrad"]
-    initial_accumulator_value: NonNegativeFloat = 0.1
-    epsilon: PositiveFloat = 1e-7
+    initial_accumulator_value: Annotated[float, Field(ge=0.0, le=1e3)] = 0.1
+    epsilon: Epsilon = 1e-7
 
 
 class Adadelta(_Optimizer):
     name: Literal["adadelta"]
     rho: Fraction = 0.95
-    epsilon: PositiveFloat = 1e-7
+    epsilon: Epsilon = 1e-7
 
 
 class Lion(_Optimizer):
     name: Literal["lion"]
-    learning_rate: PositiveFloat = 1e-4
+    learning_rate: LearningRate = 1e-4
     beta_1: Fraction = 0.9
     beta_2: Fraction = 0.99
 
@@ -286,7 +307,7 @@ Optimizer = Annotated[
 class _Schedule(Strict):
     """Durations are in epochs (fractions allowed); a linear warmup can precede any schedule."""
 
-    warmup_epochs: NonNegativeFloat = 0.0
+    warmup_epochs: EpochSpanOrZero = 0.0
 
 
 class Constant(_Schedule):
@@ -295,7 +316,7 @@ class Constant(_Schedule):
 
 class Step(_Schedule):
     name: Literal["step"]
-    every_epochs: PositiveInt = 30
+    every_epochs: Epochs = 30
     factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
 
 
@@ -311,9 +332,9 @@ class Cosine(_Schedule):
 
 class CosineRestarts(_Schedule):
     name: Literal["cosine_restarts"]
-    first_epochs: PositiveFloat = 10.0
-    t_mul: PositiveFloat = 2.0
-    m_mul: PositiveFloat = 1.0
+    first_epochs: EpochSpan = 10.0
+    t_mul: Multiplier = 2.0
+    m_mul: Multiplier = 1.0
     alpha: Fraction = 0.0
 
 
@@ -324,7 +345,7 @@ class Linear(_Schedule):
 
 class InverseSqrt(_Schedule):
     name: Literal["inverse_sqrt"]
-    timescale_epochs: PositiveFloat = 1.0  # LR is constant for this long, then ~ 1/sqrt(t)
+    timescale_epochs: EpochSpan = 1.0  # LR is constant for this long, then ~ 1/sqrt(t)
 
 
 class OneCycle(_Schedule):
@@ -332,8 +353,8 @@ class OneCycle(_Schedule):
 
     name: Literal["one_cycle"]
     pct_start: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
-    div_factor: Annotated[float, Field(ge=1.0)] = 25.0
-    final_div_factor: Annotated[float, Field(ge=1.0)] = 1e4
+    div_factor: Annotated[float, Field(ge=1.0, le=1e6)] = 25.0
+    final_div_factor: Annotated[float, Field(ge=1.0, le=1e9)] = 1e4
     warmup_epochs: Literal[0] = 0  # pct_start is its warm-up
 
 
@@ -342,8 +363,8 @@ class Plateau(_Schedule):
 
     name: Literal["plateau"]
     factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
-    patience: PositiveInt = 5
-    min_lr: NonNegativeFloat = 0.0
+    patience: Epochs = 5
+    min_lr: Decay = 0.0
     warmup_epochs: Literal[0] = 0  # the callback sets the rate itself, so nothing may schedule it
 
 
@@ -354,23 +375,23 @@ Schedule = Annotated[
 
 
 class EarlyStopping(Strict):
-    patience: PositiveInt = 5
-    min_delta: NonNegativeFloat = 0.0
-    start_from_epoch: NonNegativeInt = 0  # epochs before it watches (while a schedule's LR is still high)
+    patience: Epochs = 5
+    min_delta: Annotated[float, Field(ge=0.0, le=1e6)] = 0.0
+    start_from_epoch: EpochsOrZero = 0  # epochs before it watches (while a schedule's LR is still high)
 
 
 class Training(Strict):
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 64
+    epochs: Epochs = 10
+    batch_size: Batch = 64
     optimizer: Optimizer = Adam(name="adam")
     schedule: Schedule = Constant(name="constant")
-    lr_scaling_batch: PositiveInt | None = None  # linear scaling: lr * batch_size / this
+    lr_scaling_batch: Batch | None = None  # linear scaling: lr * batch_size / this
     early_stopping: EarlyStopping | None = None
 
 
 class Regularization(Strict):
-    l1: NonNegativeFloat = 0.0  # on convolution and dense kernels; l1 + l2 = elastic net
-    l2: NonNegativeFloat = 0.0
+    l1: Decay = 0.0  # on convolution and dense kernels; l1 + l2 = elastic net
+    l2: Decay = 0.0
     label_smoothing: Fraction = 0.0
     stochastic_depth: Fraction = 0.0  # drop rate of the last residual block, linear in depth
 
@@ -384,9 +405,9 @@ class Augmentation(Strict):
     rotation: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0  # fraction of a full turn
     contrast: Fraction = 0.0
     randaugment: bool = False
-    randaugment_ops: PositiveInt = 2
+    randaugment_ops: Annotated[int, Field(gt=0, le=16)] = 2
     randaugment_magnitude: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
-    mixup: NonNegativeFloat = 0.0  # Beta(alpha, alpha); 0 is off
+    mixup: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0  # Beta(alpha, alpha); 0 is off
     cutmix: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # Keras CutMix factor; 0 is off
 
 

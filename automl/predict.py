@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from automl.errors import UserError
+from automl.errors import UserError, one_line
 from automl.export import METADATA
 from automl.saving import load_model
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "GIF")  # decoded by content: only these, whatever a file's name
 
 
 def load_exported(model_dir: str | Path):
@@ -22,17 +23,38 @@ def load_exported(model_dir: str | Path):
     return load_model(folder / "model.keras"), json.loads((folder / METADATA).read_text())
 
 
-def _inputs(paths: list[str], shape: tuple[int, int, int]) -> Iterator[tuple[str, np.ndarray]]:
-    import keras
+def _read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """One image as the model takes it: 8-bit gray or RGB as in training (16-bit gray scaled), resized
+    (nearest, as keras.utils.load_img did)."""
+    from PIL import Image
 
+    from automl.data.image_files import to_8bit
+
+    h, w, channels = shape
+    try:
+        with Image.open(path, formats=PILLOW_FORMATS) as image:
+            image = to_8bit(image, channels)
+            if image.size != (w, h):
+                image = image.resize((w, h), Image.Resampling.NEAREST)
+            return np.asarray(image, dtype="float32").reshape(h, w, -1)
+    except Exception as exc:  # Pillow raises several types for unreadable files
+        raise UserError(f"{path}: cannot read image ({type(exc).__name__}; png, jpg, bmp or gif)") from None
+
+
+def _inputs(paths: list[str], shape: tuple[int, int, int]) -> Iterator[tuple[str, np.ndarray]]:
     for given in paths:
         path = Path(given)
         if path.suffix == ".npz" and path.is_file():
-            with np.load(path, allow_pickle=False) as archive:
-                key = next((k for k in ("x", "x_test", "images") if k in archive.files), None)
-                if key is None:
-                    raise UserError(f"{path}: needs an array named x, x_test or images")
-                images = archive[key]
+            try:
+                with np.load(path, allow_pickle=False) as archive:
+                    key = next((k for k in ("x", "x_test", "images") if k in archive.files), None)
+                    if key is None:
+                        raise UserError(f"{path}: needs an array named x, x_test or images")
+                    images = archive[key]
+            except UserError:
+                raise
+            except Exception as exc:  # a broken zip, an object array (no pickles): zipfile, numpy errors
+                raise UserError(f"{path}: not a readable .npz file ({one_line(exc)})") from None
             if images.ndim == 3:
                 images = images[..., None]
             if images.shape[1:] != shape:
@@ -45,12 +67,7 @@ def _inputs(paths: list[str], shape: tuple[int, int, int]) -> Iterator[tuple[str
                 raise UserError(f"{path}: no images (png, jpg, bmp, gif) in this folder")
             yield from _inputs([str(f) for f in files], shape)
         elif path.is_file():
-            mode = "grayscale" if shape[2] == 1 else "rgb"
-            try:
-                image = keras.utils.load_img(path, color_mode=mode, target_size=shape[:2])
-            except Exception as exc:  # PIL raises several types for unreadable files
-                raise UserError(f"{path}: cannot read image ({type(exc).__name__})") from None
-            yield str(path), keras.utils.img_to_array(image)
+            yield str(path), _read_image(path, shape)
         else:
             raise UserError(f"--input {given}: no such file or folder")
 

@@ -54,7 +54,7 @@ def test_npz_splits_what_is_missing(tmp_path):
      "'x_val' and 'y_val' must be given together"),
     ({"x_train": np.zeros((4, 2, 2)), "y_train": np.array([0, 1, 1, 0]), "x_test": np.zeros((2, 3, 3)),
       "y_test": np.array([0, 1])}, "x_test images are (3, 3, 1), x_train images are (2, 2, 1)"),
-    ({"x_train": np.zeros(4), "y_train": np.array([0, 1, 1, 0])}, "images must have shape"),
+    ({"x_train": np.zeros(4), "y_train": np.array([0, 1, 1, 0])}, "x_train must have shape"),
 ])
 def test_npz_errors_name_the_file_and_problem(tmp_path, arrays, message):
     path = _npz(tmp_path, **arrays)

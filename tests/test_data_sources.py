@@ -204,7 +204,7 @@ def test_csv_errors_name_the_file_and_line(tmp_path, text, expected):
 
 def test_missing_csv_and_bad_image_size(tmp_path):
     assert _message(tmp_path / "none.csv") == f"{tmp_path / 'none.csv'}: no such file"
-    assert "--image-size: expected two positive integers H,W" in _message("digits", image_size=(0, 4))
+    assert "--image-size: expected two integers H,W from 1 to 4096" in _message("digits", image_size=(0, 4))
 
 
 def test_image_size_resizes_array_sources():

@@ -51,7 +51,8 @@ def test_overfit_memorizes_a_tiny_subset(quick, digits):
 def test_far_too_high_learning_rate_diverges_in_the_overfit_stage(quick, digits):
     config = quick.model_dump()
     config["model"]["batch_norm"] = False
-    config["training"]["optimizer"] = {"name": "sgd", "learning_rate": 1e4}
+    config["training"]["optimizer"] = {"name": "sgd", "learning_rate": 10.0}  # the schema's largest
+    config["regularization"]["l2"] = 10.0  # so each step multiplies the weights by -199
     finding = check_overfit(TrialConfig.model_validate(config), digits)
     assert not finding.ok and finding.verdict == "diverged" and "too high" in finding.summary
 

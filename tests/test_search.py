@@ -187,7 +187,9 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, write_spac
           epochs: 1
           optimizer:
             name: sgd
-            learning_rate: {choice: [1.0e+30, 0.05]}
+            learning_rate: {choice: [10.0, 0.05]}
+        regularization:
+          l2: 10.0  # with rate 10 each step multiplies the weights by -199: NaN within the first epoch
         """
     )
     automl("search", "--space", str(space), "--trials", "2", "--sampler", "random", "--seed", "0",

@@ -124,8 +124,9 @@ def test_best_epoch_weights_are_kept(digits):
 
 
 def test_nan_loss_fails_the_trial_with_a_reason(digits):
-    config = _config(training={"epochs": 3, "optimizer": {"name": "sgd", "learning_rate": 1e30}},
-                     model={**TINY_MODEL, "batch_norm": False})
+    # the largest rate the schema allows, and an L2 penalty that makes each step multiply the weights by -199
+    config = _config(training={"epochs": 3, "optimizer": {"name": "sgd", "learning_rate": 10.0}},
+                     model={**TINY_MODEL, "batch_norm": False}, regularization={"l2": 10.0})
     with pytest.raises(TrialFailed) as info:
         fit(config, digits, seed=0)
     assert info.value.reason == "nan_loss" and "epoch 1" in info.value.detail

@@ -7,19 +7,6 @@ from automl.blocks.se import se_block
 from automl.config import InceptionModule, InceptionStage
 
 
-def widths_from_filters(filters: int) -> InceptionModule:
-    """Split a module's output width in GoogLeNet 3a's proportions (64, 96>128, 16>32, 32 of 256)."""
-    b1, b3, b5 = max(1, filters // 4), max(1, filters // 2), max(1, filters // 8)
-    return InceptionModule(
-        b1x1=b1,
-        b3x3_reduce=max(1, b3 * 3 // 4),
-        b3x3=b3,
-        b5x5_reduce=max(1, b5 // 2),
-        b5x5=b5,
-        pool_proj=max(1, filters - b1 - b3 - b5),
-    )
-
-
 def _factorized(x, filters: int, n: int, ctx: Context, name: str):
     x = ctx.conv_bn_act(x, filters, (1, n), f"{name}_1x{n}")
     return ctx.conv_bn_act(x, filters, (n, 1), f"{name}_{n}x1")
@@ -41,8 +28,7 @@ def inception_module(x, w: InceptionModule, variant: str, n: int, ctx: Context, 
 
 
 def inception_stage(x, cfg: InceptionStage, ctx: Context, name: str):
-    modules = cfg.modules or [widths_from_filters(cfg.filters)] * cfg.blocks
-    for i, widths in enumerate(modules):
+    for i, widths in enumerate(cfg.module_widths()):
         block = f"{name}_block{i + 1}"
         x = inception_module(x, widths, cfg.variant, cfg.kernel_size, ctx, block)
         if cfg.se:

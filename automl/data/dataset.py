@@ -10,9 +10,12 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from automl.errors import UserError
+
+# ImageNet-21k has 21,841 classes; a label far above this is a mistake (a label of 10^9 once
+# asked for a 7.45 GiB one-hot array)
+MAX_CLASSES = 100_000
 
 
 @dataclass
@@ -39,14 +42,25 @@ class Dataset:
                 f"{len(self.x_train)} train / {len(self.x_val)} val / {test} test")
 
 
-def as_images(x: np.ndarray, source: str) -> np.ndarray:
-    """(N, H, W) or (N, H, W, C) to NHWC; uint8 stays uint8 (4x less memory), the rest float32."""
+def as_images(x: np.ndarray, source: str, field: str = "images") -> np.ndarray:
+    """(N, H, W) or (N, H, W, C) to NHWC; uint8 stays uint8 (4x less memory), the rest float32.
+    Pixels must be finite numbers: a NaN would otherwise pass for a learning rate too high."""
     x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise UserError(f"{source}: {field} must hold numbers, got dtype {x.dtype}")
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
-        raise UserError(f"{source}: images must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
-    return x if x.dtype == np.uint8 else x.astype("float32")
+        raise UserError(f"{source}: {field} must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
+    if x.dtype == np.uint8:
+        return x
+    x = x.astype("float32")
+    finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise UserError(f"{source}: {field} has NaN or infinite pixel values in {len(bad)} images "
+                        f"(the first is image {bad[0]})")
+    return x
 
 
 def default_pixel_scale(x: np.ndarray) -> float:
@@ -60,14 +74,22 @@ def check_labels(y: np.ndarray, n: int, source: str, field: str, num_classes: in
         y = y[:, 0]
     if y.ndim != 1:
         raise UserError(f"{source}: {field} must be a vector of class indices, got shape {y.shape}")
+    if y.dtype.kind not in "iuf":
+        raise UserError(f"{source}: {field} must hold integer class indices, got dtype {y.dtype}")
     if len(y) != n:
         raise UserError(f"{source}: {field} has {len(y)} labels for {n} images")
     if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.mod(y, 1) == 0):
+        if not np.all(np.mod(y, 1) == 0):  # NaN and infinity fail here too
             raise UserError(f"{source}: {field} must hold integer class indices")
+        if len(y) and np.abs(y).max() > MAX_CLASSES:  # before the cast, which would wrap around
+            raise UserError(f"{source}: {field} has label {y.max():.0f}; labels are class indices 0 to "
+                            f"{MAX_CLASSES - 1}")
         y = y.astype("int64")
     if len(y) and y.min() < 0:
         raise UserError(f"{source}: {field} has negative label {int(y.min())}")
+    if len(y) and y.max() >= MAX_CLASSES:
+        raise UserError(f"{source}: {field} has label {int(y.max())}; labels are class indices 0 to "
+                        f"{MAX_CLASSES - 1}")
     if num_classes is not None and len(y) and y.max() >= num_classes:
         raise UserError(f"{source}: {field} has label {int(y.max())}, out of range for {num_classes} classes")
     return y.astype("int64")
@@ -75,6 +97,8 @@ def check_labels(y: np.ndarray, n: int, source: str, field: str, num_classes: in
 
 def holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     """Split off ``fraction`` of the samples, stratified by class where every class allows it."""
+    from sklearn.model_selection import train_test_split  # 2-3 s to import: only when data is split
+
     counts = np.bincount(y)
     classes, held = int((counts > 0).sum()), math.ceil(fraction * len(y))
     stratifiable = counts[counts > 0].min() >= 2 and classes <= held <= len(y) - classes
@@ -116,7 +140,7 @@ def make_dataset(
 ) -> Dataset:
     """Validate arrays and make the missing splits by seed (test first, then validation)."""
     pixel_scale = default_pixel_scale(x_train) if pixel_scale is None else pixel_scale
-    x_train = as_images(x_train, name)
+    x_train = as_images(x_train, name, "x_train")
     y_train = check_labels(y_train, len(x_train), name, "y_train")
     num_classes = int(y_train.max()) + 1  # validation and test labels must be classes seen in training
     if len(np.unique(y_train)) < 2:
@@ -124,12 +148,12 @@ def make_dataset(
     if x_test is None and split_test:
         x_train, x_test, y_train, y_test = holdout(x_train, y_train, test_fraction, seed)
     elif x_test is not None:
-        x_test = as_images(x_test, name)
+        x_test = as_images(x_test, name, "x_test")
         y_test = check_labels(y_test, len(x_test), name, "y_test", num_classes)
     if x_val is None:
         x_train, x_val, y_train, y_val = holdout(x_train, y_train, val_fraction, seed)
     else:
-        x_val = as_images(x_val, name)
+        x_val = as_images(x_val, name, "x_val")
         y_val = check_labels(y_val, len(x_val), name, "y_val", num_classes)
     for split, x in (("x_val", x_val), ("x_test", x_test)):
         if x is not None and x.shape[1:] != x_train.shape[1:]:

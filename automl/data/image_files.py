@@ -16,8 +16,12 @@ from automl.data.dataset import Dataset, make_dataset
 from automl.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+# What Pillow may decode: without a list it tries every format it knows by content, whatever the
+# file's name (an EPS file named .png reaches Ghostscript)
+PILLOW_FORMATS = ("PNG", "JPEG")
 PATH_COLUMNS = ("path", "image", "filename", "file")
 LABEL_COLUMNS = ("label", "class", "target")
+MAX_SIDE = 4096  # of a resized image: 10^5 x 10^5 would ask for 10 GB an image
 GRAY_MODES = ("1", "L", "LA", "I", "F")  # and the 16-bit "I;16..." modes
 
 
@@ -27,11 +31,11 @@ def check_image_size(image_size) -> tuple[int, int] | None:
         return None
     try:
         h, w = image_size
-        valid = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in (h, w))
+        valid = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in (h, w))
     except (TypeError, ValueError):
         valid = False
     if not valid:
-        raise UserError(f"--image-size: expected two positive integers H,W, got {image_size!r}")
+        raise UserError(f"--image-size: expected two integers H,W from 1 to {MAX_SIDE}, got {image_size!r}")
     return int(h), int(w)
 
 
@@ -39,7 +43,7 @@ def _is_gray(mode: str) -> bool:
     return mode in GRAY_MODES or mode.startswith("I;")
 
 
-def _to_8bit(image, channels: int):
+def to_8bit(image, channels: int):
     """A Pillow image as mode L (channels=1) or RGB (channels=3); 16-bit gray is scaled, not clipped."""
     from PIL import Image
 
@@ -70,7 +74,7 @@ def read_images(files: Sequence[Path], source: str, image_size: tuple[int, int] 
     sizes, gray = [], True  # first pass: headers only (Pillow opens lazily)
     for i, file in enumerate(files):
         try:
-            with Image.open(file) as image:
+            with Image.open(file, formats=PILLOW_FORMATS) as image:
                 sizes.append((image.height, image.width))
                 gray = gray and _is_gray(image.mode)
         except Exception as exc:  # Pillow raises many types for corrupt files
@@ -86,8 +90,8 @@ def read_images(files: Sequence[Path], source: str, image_size: tuple[int, int] 
     out = np.empty((len(files), h, w, channels), np.uint8)
     for i, file in enumerate(files):
         try:
-            with Image.open(file) as image:
-                image = _to_8bit(image, channels)
+            with Image.open(file, formats=PILLOW_FORMATS) as image:
+                image = to_8bit(image, channels)
                 if (image.height, image.width) != (h, w):
                     image = image.resize((w, h), Image.Resampling.BILINEAR)
                 out[i] = np.asarray(image).reshape(h, w, channels)

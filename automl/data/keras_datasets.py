@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from automl.data.dataset import Dataset, make_dataset
-from automl.errors import UserError
+from automl.errors import UserError, one_line
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
@@ -126,10 +126,6 @@ def _cifar100_names(cache: Path) -> list[str] | None:
         return None
 
 
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def load_keras_dataset(name: str, seed: int = 0) -> Dataset:
     """A ``keras.datasets`` data set: its own test split, a validation split by ``seed``, uint8 pixels."""
     spec = KERAS_DATASETS[name]
@@ -152,8 +148,8 @@ def load_keras_dataset(name: str, seed: int = 0) -> Dataset:
     except Exception as exc:  # network errors come as plain Exception("URL fetch failure ...")
         if missing:
             raise UserError(f"{name}: not in the Keras cache ({missing[0]} not found) and the download failed "
-                            f"({_one_line(exc)}); {_hint(spec, cache)}") from None
-        raise UserError(f"{name}: could not load it from the Keras cache {cache} ({_one_line(exc)}); "
+                            f"({one_line(exc)}); {_hint(spec, cache)}") from None
+        raise UserError(f"{name}: could not load it from the Keras cache {cache} ({one_line(exc)}); "
                         f"{_hint(spec, cache)}") from None
     class_names = list(spec.class_names) if spec.class_names else None
     if name == "cifar100":

@@ -58,12 +58,12 @@ def _reuses_trained_backbone(space: SearchSpace) -> bool:
 class Tune:
     """One tune: its settings, data, study, MLflow runs and budget, shared by the stages."""
 
-    def __init__(self, settings: TuneSettings):
+    def __init__(self, settings: TuneSettings, data: Dataset | None = None):
         self.settings = settings
         self.live = Live(None, settings.objective, settings.direction, settings.verbose)
         self.space = SearchSpace.load(settings.space)
         self.stages = [s for s in STAGES if s != "transfer" or _reuses_trained_backbone(self.space)]
-        self.data: Dataset = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
+        self.data: Dataset = data or load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
         check_backbone(self.space, self.data.input_shape)
         identity = {"space": settings.space, "data": settings.data, "objective": settings.objective, "kind": "tune"}
         self.study = open_named_study(settings.study, settings.storage, settings.direction, identity, self.data)
@@ -189,5 +189,6 @@ class Tune:
         self.tracker.close_parent(self.top, status, metrics)
 
 
-def run_tune(settings: TuneSettings) -> optuna.Study:
-    return Tune(settings).run()
+def run_tune(settings: TuneSettings, data: Dataset | None = None) -> optuna.Study:
+    """Run the tune; ``data``, when given, is ``settings.data`` already loaded."""
+    return Tune(settings, data).run()

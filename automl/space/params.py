@@ -12,7 +12,7 @@ SPEC_KINDS = ("int", "float", "choice")
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
     when: dict[str, Any] | None = None
 
 

@@ -20,7 +20,8 @@ import pydantic
 import yaml
 
 from automl.config import TrialConfig
-from automl.errors import SpaceError
+from automl.errors import ModelTooLarge, SpaceError
+from automl.model_size import check_size
 from automl.space.params import (
     SPEC_KINDS,
     ChoiceSpec,
@@ -302,8 +303,8 @@ class SearchSpace:
                 self._activating(self._by_name[name], forced)
             yield forced
 
-    def _check_configs(self) -> None:
-        """Every probed configuration must validate as a TrialConfig, or we say where it breaks."""
+    def _probe_configs(self):
+        """(values, configuration, origins) of each distinct probed configuration."""
         seen = set()
         for forced in self._probe_values():
             values = self.suggest_all(FixedSuggester(forced))
@@ -311,11 +312,25 @@ class SearchSpace:
                 continue
             seen.add(key)
             origins: dict[tuple, tuple] = {}
-            config = self.materialize(values, origins)
+            yield values, self.materialize(values, origins), origins
+
+    def _check_configs(self) -> None:
+        """Every probed configuration must validate as a TrialConfig, or we say where it breaks."""
+        for values, config, origins in self._probe_configs():
             try:
                 TrialConfig.model_validate(config)
             except pydantic.ValidationError as exc:
                 raise self._config_error(exc.errors()[0], config, origins, values) from None
+
+    def check_sizes(self, input_shape: tuple[int, int, int], num_classes: int) -> None:
+        """Refuse, before any trial, a space with an option or range end whose model would exceed the
+        memory cap on this input (see automl/model_size.py), naming the part that is too large."""
+        for values, config, origins in self._probe_configs():
+            try:
+                check_size(TrialConfig.model_validate(config), input_shape, num_classes)
+            except ModelTooLarge as exc:
+                part = tuple(int(p) if p.isdigit() else p for p in exc.part.split("."))
+                raise self._error(origins.get(part, part), exc.message + self._changed(values)) from None
 
     def _config_error(self, err: dict, config: dict, origins: dict, values: dict) -> SpaceError:
         node, config_path = config, ()
@@ -331,11 +346,12 @@ class SearchSpace:
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = f"missing required field '{err['loc'][-1]}'"
-        space_path = origins[config_path]
+        return self._error(origins[config_path], msg + self._changed(values))
+
+    def _changed(self, values: dict) -> str:
+        """The parameters of a probed configuration that are not at their default, for a message."""
         changed = [f"{n}={v!r}" for n, v in values.items() if label(self._by_name[n].default) != label(v)]
-        if changed:
-            msg += f" (with {', '.join(changed[:3])})"
-        return self._error(space_path, msg)
+        return f" (with {', '.join(changed[:3])})" if changed else ""
 
 
 def _get(tree: Any, path: tuple) -> Any:

@@ -14,6 +14,7 @@ from automl.builder import build_model
 from automl.config import TrialConfig
 from automl.data import Dataset
 from automl.errors import TrialFailed
+from automl.model_size import check_size
 from automl.training import phases
 from automl.training.augmentation import batch_mixers
 from automl.training.optimizers import make_optimizer
@@ -124,6 +125,7 @@ def fit(
         keras.utils.set_random_seed(seed)
     t = config.training
     epochs = epochs or t.epochs
+    check_size(config, data.input_shape, data.num_classes)  # weights and this batch size's activations
     model = build_model(config, data.input_shape, data.num_classes, data.pixel_scale)
     steps = math.ceil(len(data.x_train) / t.batch_size)
     rate = learning_rate(t, steps, epochs)

@@ -279,6 +279,7 @@ def cmd_search(args) -> None:
 
 def cmd_create_study(args) -> None:
     from automl.api import create_study
+    from automl.secrets import masked
 
     study, new = create_study(args.space, args.data, study=args.study, storage=args.storage,
                               tracking_uri=args.tracking_uri, out=args.out, sampler=args.sampler, pruner=args.pruner,
@@ -290,8 +291,8 @@ def cmd_create_study(args) -> None:
     done = finished_count(study)
     print(f"study {study.study_name}: {'created' if new else f'exists ({done} finished trials)'}, target "
           f"{args.trials} finished trials; run its trials with: automl worker --study {study.study_name}"
-          f"{' --storage ' + args.storage if args.storage else ''}"
-          f"{' --tracking-uri ' + args.tracking_uri if args.tracking_uri else ''}")
+          f"{' --storage ' + masked(args.storage) if args.storage else ''}"
+          f"{' --tracking-uri ' + masked(args.tracking_uri) if args.tracking_uri else ''}")
 
 
 def cmd_worker(args) -> None:
@@ -346,12 +347,13 @@ def cmd_predict(args) -> None:
 
 
 def cmd_ui(args) -> None:
+    from automl.secrets import masked
     from automl.settings import tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
-    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
-    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                               "--host", "127.0.0.1", "--port", str(args.port)])
+    print(f"MLflow UI for {masked(uri)} on http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
+    os.environ["MLFLOW_BACKEND_STORE_URI"] = uri  # not on its command line, which ps shows to everyone
+    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(args.port)])
 
 
 COMMANDS = {

@@ -22,6 +22,7 @@ from mlflow.entities import Metric, Param, RunTag
 
 from automl.errors import UserError
 from automl.saving import load_model
+from automl.secrets import masked
 
 # MLflow configures its loggers on import; its INFO lines (database set-up) would drown the live view.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -54,7 +55,7 @@ class Tracker:
         self.tracking_uri = tracking_uri
         found = self.client.get_experiment_by_name(experiment)
         if found is None and not create:
-            raise UserError(f"--tracking-uri {tracking_uri}: no MLflow experiment {experiment} there; give the "
+            raise UserError(f"--tracking-uri {masked(tracking_uri)}: no MLflow experiment {experiment} there; give the "
                             f"tracking server the search logs to")
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
 
@@ -79,8 +80,8 @@ class Tracker:
     def reopen_parent(self, run_id: str) -> None:
         """A worker joins the search's parent run, which must be in this tracking store."""
         if not self._exists(run_id):
-            raise UserError(f"--tracking-uri {self.tracking_uri}: the search's MLflow run {run_id} is not there; "
-                            f"give the tracking server the search logs to")
+            raise UserError(f"--tracking-uri {masked(self.tracking_uri)}: the search's MLflow run {run_id} is not "
+                            f"there; give the tracking server the search logs to")
         self.client.update_run(run_id, status="RUNNING")
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:

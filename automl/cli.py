@@ -11,6 +11,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
+from automl import quiet  # noqa: E402
 from automl.errors import RecipeStopped, SearchStopped, TrialFailed, UserError  # noqa: E402
 from automl.recipe.budget import STAGES  # noqa: E402
 
@@ -374,7 +375,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``automl`` command; ``argv`` given: called in-process (tests), which keeps its stderr."""
     args = _parser().parse_args(argv)
+    args.debug = quiet.setup(args.debug, filter_stderr=argv is None)
     try:
         COMMANDS[getattr(args, "action", None) or args.command](args)
     except UserError as exc:
@@ -389,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"automl: {'training failed: ' if isinstance(exc, TrialFailed) else ''}{exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("automl: interrupted", file=sys.stderr)
+        if not quiet.pool_worker():  # the search that started this worker says it, once
+            print("automl: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
         if args.debug:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+import traceback
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -178,6 +179,10 @@ class TrialRun:
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         self.tracker.log_metrics(self.run_id, metrics)
+
+    def log_traceback(self, exc: BaseException) -> None:
+        """Where a failed trial's error arose, in full, as the artifact ``traceback.txt``."""
+        self.tracker.client.log_text(self.run_id, "".join(traceback.format_exception(exc)), "traceback.txt")
 
     def finish(self, state: str, reason: str | None = None, status: str | None = None) -> None:
         client = self.tracker.client

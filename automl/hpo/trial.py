@@ -7,6 +7,7 @@ outcome, so both backends share this code.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from automl.hpo.live import Live
 from automl.hpo.settings import SearchSettings
 from automl.tracking import Tracker, TrialRun
 from automl.training.fit import TrialResult, fit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,6 +94,8 @@ def run_trial(
             outcome = Outcome("PRUNED", pruned=exc, reason=str(exc) or None)
         except Exception as exc:  # the trial fails alone; the search goes on
             outcome = Outcome("FAIL", reason=failure_reason(exc))
+            run.log_traceback(exc)  # the terminal says why in one line; --debug shows it there too
+            log.debug("trial %d failed", number, exc_info=exc)
         else:
             path = settings.trial_dir(number) / "model.keras"
             path.parent.mkdir(parents=True, exist_ok=True)

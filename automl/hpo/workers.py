@@ -28,6 +28,7 @@ from automl.errors import SearchStopped, UserError
 from automl.hpo.settings import SearchSettings
 from automl.hpo.storage import load_study
 from automl.hpo.study import finished_count
+from automl.quiet import POOL_ENV
 
 SETTINGS_ATTR = "search_settings"
 # What a worker takes from the study; storage and MLflow come from its own command line, so
@@ -164,7 +165,8 @@ class Pool:
         """The URLs a worker reads when it has no flag (automl/settings.py), where only its own user
         can read them: they may hold a password."""
         s = self.settings
-        return {**os.environ, "AUTOML_STORAGE": s.storage, "AUTOML_TRACKING_URI": s.tracking_uri}
+        return {**os.environ, "AUTOML_STORAGE": s.storage, "AUTOML_TRACKING_URI": s.tracking_uri,
+                POOL_ENV: str(os.getpid())}
 
     def _start(self) -> None:
         busy = set(self.procs.values())

@@ -75,6 +75,8 @@ def setup(debug: bool, filter_stderr: bool) -> bool:
 
 
 def _route_stderr_through_filter() -> None:
+    if sys.stderr is None:  # started with descriptor 2 closed: nothing to filter
+        return
     sys.stderr.flush()
     terminal = os.dup(2)
     # Its own session: Ctrl-C, sent to the terminal's process group, must not stop the filter
@@ -89,7 +91,7 @@ def _route_stderr_through_filter() -> None:
         sys.stderr.flush()
         os.dup2(terminal, 2)
         try:
-            filter_process.wait(timeout=10)
+            filter_process.wait(timeout=5)
         except subprocess.TimeoutExpired:  # a child still holds the pipe; it keeps the filter alive
             pass
 

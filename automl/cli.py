@@ -377,7 +377,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """The ``automl`` command; ``argv`` given: called in-process (tests), which keeps its stderr."""
     args = _parser().parse_args(argv)
-    args.debug = quiet.setup(args.debug, filter_stderr=argv is None)
+    args.debug = quiet.setup(args.debug, command=argv is None)
     try:
         COMMANDS[getattr(args, "action", None) or args.command](args)
     except UserError as exc:

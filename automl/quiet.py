@@ -56,20 +56,21 @@ def pool_worker() -> bool:
     return bool(os.environ.get(POOL_ENV))
 
 
-def setup(debug: bool, filter_stderr: bool) -> bool:
+def setup(debug: bool, command: bool) -> bool:
     """Quiet this process as the ``automl`` command should be; returns whether it is debugging
-    (``--debug`` here or in the command that started it). ``filter_stderr``: this process is the
-    command itself (not a test calling ``cli.main``), so its descriptor 2 may be rerouted."""
+    (``--debug`` here or in the command that started it). ``command``: this process is the
+    command itself, not a caller of ``cli.main`` (a test), whose stderr and environment stay."""
     debug = debug or os.environ.get(DEBUG_ENV) == "1"
     if debug:
-        os.environ[DEBUG_ENV] = "1"  # worker processes show everything too
+        if command:
+            os.environ[DEBUG_ENV] = "1"  # worker processes show everything too
         logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("automl").setLevel(logging.DEBUG)
         return True
     # Optuna logs every failed trial with its traceback (optuna/study/_optimize.py); automl says
     # why in one line, and keeps the traceback in the trial's MLflow run.
     logging.getLogger("optuna.study._optimize").setLevel(logging.ERROR)
-    if filter_stderr and not os.environ.get(FILTERED_ENV):
+    if command and not os.environ.get(FILTERED_ENV):
         _route_stderr_through_filter()
     return False
 

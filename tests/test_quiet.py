@@ -55,15 +55,14 @@ def test_the_filter_drops_known_framework_noise_and_passes_every_other_line():
 
 
 @pytest.mark.slow
-def test_a_command_that_trains_prints_no_framework_noise_but_debug_does(tmp_path):
-    """train imports the framework, initialises its device and trains: stderr stays empty."""
-    done = subprocess.run([*AUTOML, "train", "--space", str(SPACES / "quick.yaml"), "--epochs", "1"], cwd=tmp_path,
-                          env=ENV, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_the_framework_start_up_prints_nothing_but_debug_shows_it():
+    """spaces params imports the framework and builds a model on its device: stderr stays empty.
+    (The search below covers training, worker processes and Ctrl-C.)"""
+    params = [*AUTOML, "spaces", "params", str(SPACES / "quick.yaml"), "--input-shape", "8,8,1", "--classes", "10"]
+    done = subprocess.run(params, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "params: " in done.stdout
     assert done.stderr == ""
-    assert "best epoch 1" in done.stdout
-    shown = subprocess.run([*AUTOML, "spaces", "params", str(SPACES / "quick.yaml"), "--input-shape", "8,8,1",
-                            "--classes", "10", "--debug"], env=ENV, capture_output=True, text=True, timeout=300)
+    shown = subprocess.run([*params, "--debug"], env=ENV, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0
     assert [line for line in shown.stderr.splitlines() if quiet.is_noise(line)]  # --debug: nothing is filtered
 

@@ -100,7 +100,7 @@ def test_a_password_in_storage_and_tracking_urls_is_never_shown_or_stored(tmp_pa
     assert len(commands) >= 2  # both workers were seen running
     # Through the coarse search (a stage run with its own trials). On a busy machine this small a
     # budget may stop the tune there (exit 3); either way it has logged what this test reads.
-    assert main(["tune", "--space", str(SPACES / "quick.yaml"), "--data", "digits", "--study", "t", "--budget", "60",
+    assert main(["tune", "--space", str(SPACES / "quick.yaml"), "--data", "digits", "--study", "t", "--budget", "30",
                  "--coarse-epochs", "1", "--until", "coarse", "--quiet", *store]) in (0, 3)
     assert main(["export", "--study", "s", "--out", "exported", "--storage", postgres_url]) == 0
     assert json.loads((tmp_path / "exported" / "automl.json").read_text())["storage"].startswith(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
+from automl import quiet  # noqa: E402
 from automl.errors import RecipeStopped, SearchStopped, TrialFailed, UserError, printable  # noqa: E402
 from automl.recipe.budget import STAGES  # noqa: E402
 
@@ -282,6 +283,7 @@ def cmd_search(args) -> None:
 
 def cmd_create_study(args) -> None:
     from automl.api import create_study
+    from automl.secrets import masked
 
     study, new = create_study(args.space, args.data, study=args.study, storage=args.storage,
                               tracking_uri=args.tracking_uri, out=args.out, sampler=args.sampler, pruner=args.pruner,
@@ -293,8 +295,8 @@ def cmd_create_study(args) -> None:
     done = finished_count(study)
     print(f"study {study.study_name}: {'created' if new else f'exists ({done} finished trials)'}, target "
           f"{args.trials} finished trials; run its trials with: automl worker --study {study.study_name}"
-          f"{' --storage ' + args.storage if args.storage else ''}"
-          f"{' --tracking-uri ' + args.tracking_uri if args.tracking_uri else ''}")
+          f"{' --storage ' + masked(args.storage) if args.storage else ''}"
+          f"{' --tracking-uri ' + masked(args.tracking_uri) if args.tracking_uri else ''}")
 
 
 def cmd_worker(args) -> None:
@@ -349,12 +351,13 @@ def cmd_predict(args) -> None:
 
 
 def cmd_ui(args) -> None:
+    from automl.secrets import masked
     from automl.settings import tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
-    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
-    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                               "--host", "127.0.0.1", "--port", str(args.port)])
+    print(f"MLflow UI for {masked(uri)} on http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
+    os.environ["MLFLOW_BACKEND_STORE_URI"] = uri  # not on its command line, which ps shows to everyone
+    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(args.port)])
 
 
 COMMANDS = {
@@ -375,7 +378,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``automl`` command; ``argv`` given: called in-process (tests), which keeps its stderr."""
     args = _parser().parse_args(argv)
+    args.debug = quiet.setup(args.debug, command=argv is None)
     try:
         COMMANDS[getattr(args, "action", None) or args.command](args)
     except UserError as exc:
@@ -391,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("automl: interrupted", file=sys.stderr)
+        if not quiet.pool_worker():  # the search that started this worker says it, once
+            print("automl: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
         if args.debug:

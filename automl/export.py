@@ -16,6 +16,7 @@ from automl.errors import UserError
 from automl.hpo.results import best_trial
 from automl.hpo.storage import load_study
 from automl.saving import load_model
+from automl.secrets import masked
 
 METADATA = "automl.json"
 
@@ -54,7 +55,7 @@ def export_study(study_name: str, storage: str, out: str | Path) -> Path:
     attrs = study.user_attrs
     info = {
         "study": study_name,
-        "storage": storage,
+        "storage": masked(storage),  # where it came from; the password is given again, never stored
         "trial": best.number,
         "objective": attrs.get("objective"),
         "value": best.value,

@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from mlflow.entities import Metric, Param, RunTag
 from automl.errors import UserError
 from automl.hpo.locks import held, lock_path
 from automl.saving import load_model
+from automl.secrets import masked
 
 # MLflow configures its loggers on import; its INFO lines (database set-up) would drown the live view.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -65,8 +67,8 @@ class Tracker:
             self.client = MlflowClient(tracking_uri)
             found = self.client.get_experiment_by_name(experiment)
             if found is None and not create:
-                raise UserError(f"--tracking-uri {tracking_uri}: no MLflow experiment {experiment} there; give the "
-                                f"tracking server the search logs to")
+                raise UserError(f"--tracking-uri {masked(tracking_uri)}: no MLflow experiment {experiment} there; "
+                                f"give the tracking server the search logs to")
             self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
         self.pending: list[TrialRun] = []  # trial runs MLflow did not let finish; see finish_pending
 
@@ -91,8 +93,8 @@ class Tracker:
     def reopen_parent(self, run_id: str) -> None:
         """A worker joins the search's parent run, which must be in this tracking store."""
         if not self._exists(run_id):
-            raise UserError(f"--tracking-uri {self.tracking_uri}: the search's MLflow run {run_id} is not there; "
-                            f"give the tracking server the search logs to")
+            raise UserError(f"--tracking-uri {masked(self.tracking_uri)}: the search's MLflow run {run_id} is not "
+                            f"there; give the tracking server the search logs to")
         self.client.update_run(run_id, status="RUNNING")
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
@@ -225,6 +227,12 @@ class TrialRun:
                 "log its metrics", self.tracker.client.log_batch, self.run_id, metrics=metrics):
             self.unlogged += metrics
 
+    def log_traceback(self, exc: BaseException) -> None:
+        """Where a failed trial's error arose, in full, as the artifact ``traceback.txt``."""
+        if not self.failing and self.run_id is not None:
+            self._call("log its traceback", self.tracker.client.log_text, self.run_id,
+                       "".join(traceback.format_exception(exc)), "traceback.txt")
+
     def finish(self, state: str, reason: str | None = None, status: str | None = None) -> None:
         self.state, self.reason = state, reason
         self.status = status or {"COMPLETE": "FINISHED", "PRUNED": "FINISHED"}.get(state, "FAILED")
@@ -256,7 +264,8 @@ class TrialRun:
             while exc.__cause__ is not None:  # the database's or the server's own words
                 exc = exc.__cause__
             text = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-            print(f"automl: warning: MLflow ({self.tracker.tracking_uri}): trial {self.number} could not {what} "
+            where = masked(self.tracker.tracking_uri)
+            print(f"automl: warning: MLflow ({where}): trial {self.number} could not {what} "
                   f"({text}); the trial goes on and its run is completed later", file=sys.stderr, flush=True)
             return False
 

@@ -31,10 +31,16 @@ def digits():
 
 @pytest.fixture(scope="session")
 def postgres_url():
-    """A real PostgreSQL database on loopback for this test session (see tests/postgres.py)."""
+    """A real PostgreSQL database on loopback, with a password, for this test session (see
+    tests/postgres.py). Under CI (``CI`` set, as .ci/run and every CI service set it) a server
+    that cannot start fails the tests that need it instead of skipping them: a green CI means
+    they ran."""
     from .postgres import postgres_server
 
     with postgres_server() as url:
         if url.startswith("skip: "):
-            pytest.skip(url.removeprefix("skip: "))
+            reason = url.removeprefix("skip: ")
+            if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+                pytest.fail(f"PostgreSQL is required under CI: {reason}")
+            pytest.skip(reason)
         yield url

@@ -3,13 +3,17 @@
 Debian's ``postgresql`` package provides the binaries (installed here when missing and when we
 may: root with apt-get); the server runs from a temporary data directory as the ``postgres``
 user, because PostgreSQL refuses to run as root. Where none of that is possible the tests skip
-with the reason.
+with the reason (and fail under CI, see tests/conftest.py).
+
+The server asks for a password (scram-sha-256), as a shared one would: the URL carries it, so
+the tests also see where automl could leak it.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -48,8 +52,8 @@ def _free_port() -> int:
 
 @contextmanager
 def postgres_server():
-    """Yields the SQLAlchemy URL of a fresh database ``automl`` (beside it, ``mlflow``), or a
-    string starting with "skip: "."""
+    """Yields the SQLAlchemy URL, password included, of a fresh database ``automl`` (beside it,
+    ``mlflow``), or a string starting with "skip: "."""
     folder = Path(tempfile.mkdtemp(prefix="automl-postgres-"))  # not under pytest's 0700 folders
     try:
         yield from _serve(folder)
@@ -58,6 +62,7 @@ def postgres_server():
 
 
 def _serve(folder: Path):
+    password = f"pw{secrets.token_hex(12)}"  # distinctive: the secrets test greps for it
     binaries = _binaries()
     if binaries is None:
         reason = _install()
@@ -70,8 +75,16 @@ def _serve(folder: Path):
         as_postgres = ["runuser", "-u", "postgres", "--"]
         folder.chmod(0o777)
     data, port = folder / "data", _free_port()
-    run = lambda *args: subprocess.run([*as_postgres, *args], capture_output=True, text=True, timeout=120)  # noqa: E731
-    init = run(str(binaries / "initdb"), "-D", str(data), "-U", "automl", "--auth=trust", "-E", "UTF8")
+    env = {**os.environ, "PGPASSWORD": password}
+    run = lambda *args: subprocess.run([*as_postgres, *args], capture_output=True, text=True, timeout=120,  # noqa: E731
+                                       env=env)
+    pwfile = folder / "pwfile"
+    pwfile.write_text(password + "\n")
+    if as_postgres:
+        shutil.chown(pwfile, "postgres")
+    init = run(str(binaries / "initdb"), "-D", str(data), "-U", "automl", "--auth=scram-sha-256",
+               "--pwfile", str(pwfile), "-E", "UTF8")
+    pwfile.unlink()
     if init.returncode != 0:
         yield f"skip: initdb failed: {init.stderr.strip()[-300:]}"
         return
@@ -85,6 +98,6 @@ def _serve(folder: Path):
         for database in DATABASES:
             created = run(str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "automl", database)
             assert created.returncode == 0, created.stderr
-        yield f"postgresql://automl@127.0.0.1:{port}/{DATABASES[0]}"
+        yield f"postgresql://automl:{password}@127.0.0.1:{port}/{DATABASES[0]}"
     finally:
         run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")

@@ -27,6 +27,7 @@ from automl.hpo.storage import fail_dead_trials, running_trials
 from automl.hpo.study import finished_count, open_study
 from automl.hpo.workers import SETTINGS_ATTR, Pool, precision, shared_settings
 from automl.saving import load_model
+from automl.secrets import masked_fields
 from automl.space import SearchSpace
 from automl.tracking import Tracker, flatten
 
@@ -105,7 +106,7 @@ def _begin_search_run(settings: SearchSettings, space: SearchSpace, study: optun
     parent = tracker.open_parent(
         study.user_attrs.get(PARENT_ATTR),
         name=settings.run_name or f"search-{settings.backend}",
-        params={k: v for k, v in flatten(vars(settings)).items() if k.split(".")[0] not in skipped},
+        params={k: v for k, v in masked_fields(flatten(vars(settings))).items() if k.split(".")[0] not in skipped},
         tags={"automl.backend": settings.backend, "automl.kind": "search", "automl.study": settings.study,
               **settings.run_tags},
         nest_under=settings.nest_under,

@@ -12,6 +12,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 
 from automl.errors import UserError
 from automl.hpo.journal import LockedJournalStorage
+from automl.secrets import masked, scrubbed
 
 RDB_SCHEMES = ("sqlite:", "postgresql", "mysql")
 
@@ -35,16 +36,16 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
                 )
         except Exception as exc:  # SQLAlchemy reports bad URLs and unreachable servers in many ways
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-            raise UserError(f"--storage {url}: cannot open ({reason})") from None
+            reason = scrubbed(f"{type(exc).__name__}: {str(exc).splitlines()[0]}", url)
+            raise UserError(f"--storage {masked(url)}: cannot open ({reason})") from None
     if url.startswith("journal:") or url.endswith(".journal"):
         path = Path(url.removeprefix("journal:"))
         if not path.parent.exists():
-            raise UserError(f"--storage {url}: folder {path.parent} does not exist")
+            raise UserError(f"--storage {masked(url)}: folder {path.parent} does not exist")
         # A trial whose lock was never taken (its process died as it began) is dead after the grace.
         return LockedJournalStorage(str(path), grace_seconds=max(2.0, 4 * heartbeat))
     raise UserError(
-        f"--storage {url}: unsupported; use sqlite:///FILE.db, postgresql://..., mysql://... or journal:FILE"
+        f"--storage {masked(url)}: unsupported; use sqlite:///FILE.db, postgresql://..., mysql://... or journal:FILE"
     )
 
 
@@ -55,7 +56,7 @@ def load_study(name: str, url: str) -> optuna.Study:
     except KeyError:
         known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         there = ", ".join(known) or "none"
-        raise UserError(f"--study {name}: no such study in {url} (studies there: {there})") from None
+        raise UserError(f"--study {name}: no such study in {masked(url)} (studies there: {there})") from None
 
 
 def fail_dead_trials(study: optuna.Study) -> None:

@@ -7,6 +7,7 @@ outcome, so both backends share this code.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from automl.hpo.settings import SearchSettings
 from automl.space import SearchSpace
 from automl.tracking import Tracker, TrialRun
 from automl.training.fit import TrialResult, fit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -96,6 +99,8 @@ def run_trial(
             outcome = Outcome("PRUNED", pruned=exc, reason=str(exc) or None)
         except Exception as exc:  # the trial fails alone; the search goes on
             outcome = Outcome("FAIL", reason=failure_reason(exc))
+            run.log_traceback(exc)  # the terminal says why in one line; --debug shows it there too
+            log.debug("trial %d failed", number, exc_info=exc)
         else:
             outcome = Outcome("COMPLETE", result.metrics[settings.objective], result=result)
         run.state, run.reason, outcome.run_id = outcome.state, outcome.reason, run.run_id

@@ -28,6 +28,7 @@ from automl.errors import SearchStopped, UserError
 from automl.hpo.settings import SearchSettings
 from automl.hpo.storage import load_study
 from automl.hpo.study import finished_count
+from automl.quiet import POOL_ENV
 
 SETTINGS_ATTR = "search_settings"
 MAX_DEATHS_IN_A_ROW = 3  # then the cause is not one trial: the pool stops
@@ -151,8 +152,9 @@ class Pool:
 
     def _command(self, gpu: str | None) -> list[str]:
         s = self.settings
-        command = [sys.executable, "-m", "automl.cli", "worker", "--study", s.study, "--storage", s.storage,
-                   "--tracking-uri", s.tracking_uri, "--seed", str(s.seed + 7919 * (self.started + 1))]
+        # storage and tracking URI travel in the environment (see _environment): a command line is public
+        command = [sys.executable, "-m", "automl.cli", "worker", "--study", s.study,
+                   "--seed", str(s.seed + 7919 * (self.started + 1))]
         if s.recycle:
             command += ["--recycle", str(s.recycle)]
         if self.deadline is not None:
@@ -161,10 +163,17 @@ class Pool:
             command += ["--gpu", gpu]
         return command + ([] if s.verbose else ["--quiet"])
 
+    def _environment(self) -> dict[str, str]:
+        """The URLs a worker reads when it has no flag (automl/settings.py), where only its own user
+        can read them: they may hold a password."""
+        s = self.settings
+        return {**os.environ, "AUTOML_STORAGE": s.storage, "AUTOML_TRACKING_URI": s.tracking_uri,
+                POOL_ENV: str(os.getpid())}
+
     def _start(self) -> None:
         busy = set(self.procs.values())
         gpu = next((g for g in self.gpus if g not in busy), None)  # one worker per GPU
-        proc = subprocess.Popen(self._command(gpu))
+        proc = subprocess.Popen(self._command(gpu), env=self._environment())
         self.started += 1
         self.procs[proc] = gpu
         self.say(f"worker {proc.pid} started ({self.started} so far{f', GPU {gpu}' if gpu else ''})")

@@ -29,6 +29,7 @@ from automl.hpo.live import Live
 from automl.hpo.study import open_named_study
 from automl.recipe.budget import STAGES, Budget
 from automl.recipe.settings import TuneSettings
+from automl.secrets import masked_fields
 from automl.space import SearchSpace
 from automl.tracking import Tracker, flatten
 
@@ -94,7 +95,7 @@ class Tune:
                  + (f", {self.budget.spent_before:.0f} s spent before" if self.records else ""))
         self.top = self.tracker.open_parent(
             self.study.user_attrs.get(PARENT_ATTR), name="tune",
-            params={k: v for k, v in flatten(dataclasses.asdict(s)).items() if k != "verbose"},
+            params={k: v for k, v in masked_fields(flatten(dataclasses.asdict(s))).items() if k != "verbose"},
             tags={"automl.kind": "tune", "automl.study": s.study},
         )
         self.study.set_user_attr(PARENT_ATTR, self.top)

@@ -25,8 +25,9 @@ from .conftest import ROOT, SPACES
 STAGES = [s for s in ALL_STAGES if s != "transfer"]  # quick.yaml has no backbone
 
 STUDY = "quick-digits-tune"
+BUDGET = 100
 TUNE = [sys.executable, "-m", "automl.cli", "tune", "--space", str(SPACES / "quick.yaml"), "--data", "digits",
-        "--budget", "100", "--coarse-epochs", "2"]
+        "--budget", str(BUDGET), "--coarse-epochs", "2"]
 
 
 def _records(storage: str, study: str) -> dict:
@@ -125,6 +126,19 @@ def test_mlflow_shows_one_tune_run_with_a_child_per_stage_and_the_trials_under_t
     diagnosed = [r for r in runs if "automl.diagnosis" in r.data.tags]
     assert 1 <= len(diagnosed) <= 3
     assert "tune_seconds" in tops[0].data.metrics and "test_accuracy" in tops[0].data.metrics
+
+
+def test_the_tune_keeps_to_its_budget(tuned):
+    work, _, resumed, _ = tuned
+    records = _records(f"journal:{work}/automl.journal", STUDY)
+    before = sum(records[stage]["seconds"] for stage in ("sanity", "overfit", "lr_range"))  # the first run's
+    # The budget covers the stages: each takes its share of what is left (an overrun comes out of
+    # the later ones), a search starts no trial past its share and prunes its running one at the
+    # next epoch end, and the final stops before an epoch that would not fit. Outside it: the
+    # process's start-up, at most an epoch past the final's share, the final's test and export, and
+    # the report; each a few seconds on 2 CPU cores, so 40% of the budget is room enough.
+    spent = before + resumed.wall_seconds
+    assert spent <= 1.4 * BUDGET, {stage: (r["seconds"], r["budget"]) for stage, r in records.items()}
 
 
 def test_a_finished_tune_run_again_does_nothing(tuned):

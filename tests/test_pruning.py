@@ -2,7 +2,7 @@
 
 The trials run in a fixed order (the search's first trials, as a tune's refine stage seeds
 them), so which ones a pruner sees, and when, does not hang on the sampler: a learning rate of
-1e-7 leaves a trial at chance, where 1e-2 learns digits within an epoch.
+1e-7 leaves a trial at chance, where 3e-3 learns digits within an epoch.
 """
 
 import pytest
@@ -11,18 +11,23 @@ from mlflow import MlflowClient
 from automl.hpo.driver import run_search
 from automl.hpo.settings import SearchSettings
 
-LEARNS, HOPELESS = 1e-2, 1e-7
+LEARNS, HOPELESS = 3e-3, 1e-7
 EPOCHS = 3
+# Without batch norm (whose moving statistics lag behind in a short trial and make validation
+# noisy), this network is past 0.9 validation accuracy after one epoch at 3e-3 and stays at
+# chance (0.1) at 1e-7.
 SPACE = f"""
 model:
-  stem: [{{filters: 8, kernel_size: 3}}]
-  stages: [{{family: vgg, filters: 16, convs: 1}}]
+  batch_norm: false
+  stem: [{{filters: 16, kernel_size: 3}}]
+  stages: [{{family: vgg, filters: 32, convs: 1}}]
+  head: {{pooling: flatten}}
 training:
   epochs: {EPOCHS}
-  batch_size: 128
+  batch_size: 32
   optimizer:
     name: adam
-    learning_rate: {{choice: [1.0e-2, 1.0e-7], default: 1.0e-2}}
+    learning_rate: {{choice: [3.0e-3, 1.0e-7], default: 3.0e-3}}
 """
 # MedianPruner(n_startup_trials=4, n_warmup_steps=1): the first four trials complete and set the
 # median (three learners and a hopeless one: a learner's value); the fifth, hopeless, falls below

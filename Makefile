@@ -4,12 +4,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The test extra's PyTorch (for Optuna's GP sampler), installed first so that pip keeps it: on
+# these machines this release is a CPU build lying on disk (190 MB, about a minute to install),
+# where a plain `torch` resolves to a CUDA build of several GB. Elsewhere: TORCH=torch.
+TORCH ?= torch==2.13.0
 
 .PHONY: tune search test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet '$(TORCH)'
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

@@ -155,6 +155,54 @@ def test_early_stopping_waits_for_its_start_epoch(digits):
     assert result.best_epoch == 2 and result.metrics["val_accuracy"] == result.history["val_accuracy"][-1]
 
 
+def _batches_fit_trains_on(monkeypatch, config, digits) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(source images, images, labels) of every batch the feed gave Keras during ``fit``."""
+    from automl.training.fit import MixedBatches
+
+    seen, feed = [], MixedBatches.__getitem__
+
+    def recorded(self, i):
+        images, labels = feed(self, i)
+        seen.append((self.x[self.order[i * self.batch_size:(i + 1) * self.batch_size]], images, labels))
+        return images, labels
+
+    monkeypatch.setattr(MixedBatches, "__getitem__", recorded)
+    fit(config, digits, seed=0)
+    assert seen, "fit did not train on the mixed feed"
+    return seen
+
+
+def _soft_labels(labels: np.ndarray) -> np.ndarray:
+    """Rows that mix two classes (a one-hot row has a single 1)."""
+    np.testing.assert_allclose(labels.sum(axis=1), 1.0, rtol=1e-5)
+    return labels.max(axis=1) < 1 - 1e-6
+
+
+def test_mixup_trains_on_blends_of_two_images_weighted_as_their_labels(monkeypatch, digits):
+    config = _config(training={"epochs": 1, "batch_size": 64}, augmentation={"mixup": 0.4})
+    for source, images, labels in _batches_fit_trains_on(monkeypatch, config, digits):
+        mixed = _soft_labels(labels)
+        assert mixed.mean() > 0.5  # only pairs of one class stay one-hot
+        flat, own = images.reshape(len(images), -1), source.reshape(len(source), -1)
+        tolerance = 1e-4 * np.abs(own).max()
+        for i in np.flatnonzero(mixed):  # w * its own image + (1 - w) * another of the batch, w a label weight
+            blends = [w * own[i] + (1 - w) * own for w in labels[i][labels[i] > 0]]
+            assert min(np.abs(flat[i] - blend).max(axis=1).min() for blend in blends) <= tolerance
+
+
+def test_cutmix_trains_on_patches_of_another_image(monkeypatch, digits):
+    config = _config(training={"epochs": 1, "batch_size": 64}, augmentation={"cutmix": 1.0})
+    patched = 0
+    for source, images, labels in _batches_fit_trains_on(monkeypatch, config, digits):
+        mixed = _soft_labels(labels)  # fewer than with mixup: a patch rounded to no pixel mixes nothing
+        for i in np.flatnonzero(mixed):  # each pixel its own image's or the other's
+            own = np.isclose(images[i], source[i], atol=1e-6)
+            other = np.isclose(images[i][None], source, atol=1e-6)
+            assert (own | other).reshape(len(source), -1).all(axis=1).any()
+            patched += not own.all()
+    assert patched > len(digits.x_train) / 5
+
+
 def test_regularizers_and_augmentation_train(digits):
     config = _config(
         training={"epochs": 2},

@@ -248,9 +248,12 @@ def test_probe_reads_the_backbones_own_classes_as_similar(digits, digit_backbone
     reading = transfer.read(Backbone(source=str(digit_backbone)), upper_digits, seed=0)
     assert [p["cut"] for p in reading.probes] == [0, 1, 2]
     assert reading.small and reading.per_class == len(upper_digits.y_train) / 5
-    assert reading.similar == (1 - reading.probes[reading.cut]["pretrained"]
-                               <= transfer.SIMILAR * (1 - reading.probes[reading.cut]["random"]))
-    assert reading.policy == transfer._policy(reading.small, reading.similar, reading.cut)[0]
+    # On digits 5-9, features learned on 0-4 probe no better than the untrained network's (0.88
+    # against 0.91 at cut 1, the best of the pretrained cuts; 0.82 at cut 0, 0.74 at cut 2): unlike
+    # the backbone's data, so a small data set keeps the backbone frozen and classifies cut 1's features.
+    assert reading.cut == 1 and not reading.similar and reading.cell == "small and different"
+    assert reading.policy == {"trainable": "head", "cut": 1, "warmup_epochs": 0, "unfreeze_every": 0,
+                              "fine_tune_lr": 0.1}
     assert reading.cell in reading.why
 
 

@@ -1,6 +1,7 @@
 """Many worker processes on one study: local workers on the journal file with recycling, and
 three workers on a real PostgreSQL server, one of them killed mid-trial."""
 
+import json
 import os
 import re
 import signal
@@ -35,13 +36,18 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def test_local_workers_one_per_gpu_share_the_study_and_are_recycled(tmp_path):
     """--gpus 0,1 pins one worker to each GPU (here, with none, they train on the CPU)."""
+    probe = tmp_path / "probe"  # what each process's Keras saw (tests/framework_probe/sitecustomize.py)
+    probe.mkdir()
+    env = {**ENV, "PYTHONPATH": f"{ROOT / 'tests' / 'framework_probe'}:{ROOT}", "AUTOML_TEST_PROBE": str(probe)}
     done = subprocess.run([*AUTOML, "search", "--space", str(SPACES / "quick.yaml"), "--data", "digits",
                            "--trials", "6", "--epochs", "1", "--gpus", "0,1", "--recycle", "2", "--quiet"],
-                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     ended = re.findall(r"worker (\d+) on GPU (\d): ran \d+ trials", done.stdout)  # each says so as it exits
     assert len(ended) >= 3 and len({pid for pid, _ in ended}) == len(ended)  # 6 trials, 2 per process: recycled
-    assert {gpu for _, gpu in ended} == {"0", "1"}
+    seen = {path.stem: json.loads(path.read_text()) for path in probe.glob("*.json")}
+    assert set(seen) >= {pid for pid, _ in ended}
+    assert {seen[pid]["CUDA_VISIBLE_DEVICES"] for pid, _ in ended} == {"0", "1"}  # one GPU each, both used
     study = load_study("quick-digits", f"journal:{tmp_path}/automl.journal")
     assert len(_finished(study)) >= 6
     runs = _runs(f"sqlite:///{tmp_path}/mlflow.db", "quick-digits")

@@ -147,13 +147,17 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
             raise TrialFailedInStudy(outcome.reason)
         return outcome.value
 
+    callbacks = [MaxTrialsCallback(settings.trials, states=FINISHED), guard] if settings.trials else [guard]
+    if deadline:  # Optuna's timeout runs on its own clock, started a moment later: a trial TimeUp
+        # pruned must not be followed by another one in that moment
+        callbacks.append(lambda study, _: study.stop() if time.perf_counter() > deadline else None)
     freeze_long_lived()
     try:
         study.optimize(
             objective,
             n_trials=settings.recycle,  # a recycled worker process exits after this many
             timeout=settings.timeout,
-            callbacks=[MaxTrialsCallback(settings.trials, states=FINISHED), guard] if settings.trials else [guard],
+            callbacks=callbacks,
             catch=(TrialFailedInStudy,),
         )
     except AssertionError as exc:  # Optuna's "Should not reach." when the storage cannot record a trial's end

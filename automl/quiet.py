@@ -70,9 +70,17 @@ def setup(debug: bool, command: bool) -> bool:
     # Optuna logs every failed trial with its traceback (optuna/study/_optimize.py); automl says
     # why in one line, and keeps the traceback in the trial's MLflow run.
     logging.getLogger("optuna.study._optimize").setLevel(logging.ERROR)
+    # Ctrl-C landing in a garbage-collector callback (JAX registers one) is printed by Python as
+    # "Exception ignored in ..." with a traceback; automl reports the interrupt in one line anyway.
+    sys.unraisablehook = _quiet_unraisable
     if command and not os.environ.get(FILTERED_ENV):
         _route_stderr_through_filter()
     return False
+
+
+def _quiet_unraisable(unraisable) -> None:
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
 
 
 def _route_stderr_through_filter() -> None:

@@ -42,9 +42,9 @@ def tuned(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(TUNE, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
-    for line in proc.stdout:  # Ctrl-C once the coarse search has finished two trials
+    for line in proc.stdout:  # Ctrl-C once the coarse search has finished a trial (a loaded host may fit only 2)
         seen.append(line)
-        if re.match(r"trial 2 \(", line):
+        if re.match(r"trial 1 \(", line):
             proc.send_signal(signal.SIGINT)
             break
     rest, _ = proc.communicate(timeout=300)
@@ -79,7 +79,7 @@ def test_the_resumed_tune_skips_finished_stages_and_continues_the_coarse_search(
     for stage in ("sanity", "overfit", "lr_range"):
         assert f"{stage}: done before" in resumed.stdout
     kept = re.search(rf"study {STUDY}/coarse: (\d+) trials finished", resumed.stdout)
-    assert kept and int(kept.group(1)) >= 2  # the trials from before the interruption count
+    assert kept and int(kept.group(1)) >= 1  # the trial from before the interruption counts
     records = _records(f"journal:{work}/automl.journal", STUDY)
     assert list(records) == list(STAGES) and all(r["ok"] for r in records.values())
     assert records["lr_range"]["outputs"]["curves"]["adam"]["suggested"] > 0

@@ -16,7 +16,10 @@ from mlflow import MlflowClient
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 
+from automl.errors import SearchStopped
+from automl.hpo.settings import SearchSettings
 from automl.hpo.storage import load_study, open_storage
+from automl.hpo.workers import MAX_DEATHS_IN_A_ROW, Pool
 
 from .conftest import ROOT, SPACES
 
@@ -173,6 +176,88 @@ def test_a_worker_killed_mid_trial_is_replaced_and_the_search_goes_on(tmp_path):
     assert len([t for t in study.trials if t.state == COMPLETE]) >= 2
     runs = _no_run_running(tracking, "w")
     assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["FINISHED"]
+
+
+def _dying_workers(tmp_path, die_at: str) -> dict:
+    """The environment of a search whose pool workers SIGKILL themselves as the trainings numbered
+    in ``die_at`` start (tests/dying_worker/sitecustomize.py)."""
+    return {**ENV, "PYTHONPATH": f"{ROOT / 'tests' / 'dying_worker'}:{ROOT}",
+            "AUTOML_TEST_FITS": str(tmp_path / "fits"), "AUTOML_TEST_DIE_AT": die_at}
+
+
+def _dead_trials_closed(storage: str, tracking: str, study: str) -> optuna.Study:
+    loaded = load_study(study, storage)
+    assert not loaded.get_trials(deepcopy=False, states=(RUNNING,))
+    runs = _no_run_running(tracking, study)
+    assert all(r.info.status == "FAILED" for r in runs
+               if r.data.tags.get("automl.trial") in {str(t.number) for t in loaded.trials if t.state == FAIL})
+    return loaded
+
+
+@pytest.mark.slow
+def test_workers_that_keep_dying_stop_the_search_in_one_line(tmp_path):
+    """Every worker SIGKILLs itself as its trial's training starts: the pool replaces the dead
+    until MAX_DEATHS_IN_A_ROW have died with no trial finished, then stops the search with exit
+    code 1 (SearchStopped) and one line saying why; nothing is left RUNNING."""
+    done = subprocess.run(_search("--trials", "2", "--workers", "2", "--study", "d"), cwd=tmp_path,
+                          env=_dying_workers(tmp_path, "all"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    why = [line for line in done.stderr.splitlines() if line.startswith("automl:")]
+    assert len(why) == 1 and re.fullmatch(
+        rf"automl: {MAX_DEATHS_IN_A_ROW} workers died in a row with no trial finished in between \(the last, \d+, "
+        r"killed by SIGKILL\); see their output above", why[0]), done.stderr[-3000:]
+    assert done.stderr.rstrip().endswith(why[0])
+    # Stopped at the third death: two replaced, none started after it (two workers at a time)
+    assert len(re.findall(r"worker \d+ started", done.stdout)) == MAX_DEATHS_IN_A_ROW + 1, done.stdout
+    assert done.stdout.count("killed by SIGKILL; a new worker takes its place") == MAX_DEATHS_IN_A_ROW - 1
+    fits = (tmp_path / "fits").read_text().split()
+    assert MAX_DEATHS_IN_A_ROW <= len(fits) <= MAX_DEATHS_IN_A_ROW + 1  # the fourth worker may have begun its trial
+
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    study = _dead_trials_closed(f"journal:{tmp_path}/automl.journal", tracking, "d")
+    assert not study.get_trials(states=(COMPLETE,)) and len(study.get_trials(states=(FAIL,))) >= MAX_DEATHS_IN_A_ROW
+    runs = _runs(tracking, "d")
+    assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["FAILED"]
+
+
+class _StandInPool(Pool):
+    """The search's pool with stand-ins for its workers, real processes all: the i-th one started
+    SIGKILLs itself at once when ``fates[i]`` is "die", or records a finished trial in the study
+    and exits 0 (as a recycled worker does) when it is "finish"."""
+
+    FINISH = ("import os, sys, optuna\nfrom automl.hpo.storage import open_storage\n"
+              "study = optuna.load_study(study_name=sys.argv[1], storage=open_storage(os.environ['AUTOML_STORAGE']))\n"
+              "study.add_trial(optuna.trial.create_trial(value=0.5))\n")
+
+    def __init__(self, settings, study, fates: list[str], said: list[str]):
+        super().__init__(settings, study, said.append)
+        self.fates = fates
+
+    def _command(self, gpu):
+        if self.fates[self.started] == "die":
+            return [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+        return [sys.executable, "-c", self.FINISH, self.settings.study]
+
+
+def test_workers_dying_between_finished_trials_do_not_stop_the_pool(tmp_path):
+    """Four deaths, never MAX_DEATHS_IN_A_ROW (3) without a trial finished in between: the pool
+    replaces each and reaches the target. (The rule on real automl workers: the test above.)"""
+    settings = SearchSettings(space=QUICK, study="p", trials=2, storage=f"journal:{tmp_path}/automl.journal",
+                              tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", out=str(tmp_path / "out"))
+    study = optuna.create_study(study_name="p", storage=open_storage(settings.storage))
+    said: list[str] = []
+    pool = _StandInPool(settings, study, ["die", "die", "finish", "die", "die", "finish"], said)
+    pool.run()
+    assert pool.started == 6 and len(study.get_trials(states=(COMPLETE,))) == 2
+    assert len([line for line in said if "killed by SIGKILL; a new worker takes its place" in line]) == 4
+
+    said.clear()
+    pool = _StandInPool(settings, study, ["finish", "die", "die", "die", "finish"], said)
+    pool.settings.trials = 4
+    with pytest.raises(SearchStopped, match=rf"^{MAX_DEATHS_IN_A_ROW} workers died in a row with no trial finished"):
+        pool.run()
+    assert pool.started == 4 and len(study.get_trials(states=(COMPLETE,))) == 3
 
 
 @pytest.mark.slow

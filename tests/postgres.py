@@ -5,6 +5,10 @@ may: root with apt-get); the server runs from a temporary data directory as the 
 user, because PostgreSQL refuses to run as root. Where none of that is possible the tests skip
 with the reason (and fail under CI, see tests/conftest.py).
 
+``AUTOML_TEST_POSTGRES_BIN`` names the folder of the binaries (``initdb``, ``pg_ctl``,
+``createdb``) where they are elsewhere: then that folder alone is looked in, and nothing is
+installed (tests/test_ci_fixtures.py points it at an empty folder).
+
 The server asks for a password (scram-sha-256), as a shared one would: the URL carries it, so
 the tests also see where automl could leak it.
 """
@@ -24,7 +28,13 @@ from pathlib import Path
 DATABASES = ("automl", "mlflow")  # Optuna's and MLflow's tables apart: both keep an alembic_version
 
 
+BIN_ENV = "AUTOML_TEST_POSTGRES_BIN"
+
+
 def _binaries() -> Path | None:
+    if os.environ.get(BIN_ENV):
+        folder = Path(os.environ[BIN_ENV])
+        return folder if (folder / "initdb").is_file() else None
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if found:
         return Path(found[-1]).parent
@@ -64,6 +74,9 @@ def postgres_server():
 def _serve(folder: Path):
     password = f"pw{secrets.token_hex(12)}"  # distinctive: the secrets test greps for it
     binaries = _binaries()
+    if binaries is None and os.environ.get(BIN_ENV):
+        yield f"skip: no PostgreSQL binaries in {BIN_ENV}={os.environ[BIN_ENV]}"
+        return
     if binaries is None:
         reason = _install()
         binaries = _binaries()

@@ -2,8 +2,14 @@
 that asks for one, a study created, a search with two worker processes, a tune and an export,
 then every place automl prints or writes to is searched for the password."""
 
+import contextlib
 import json
 import os
+import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -17,7 +23,7 @@ from sqlalchemy.engine import make_url
 from automl.cli import main
 from automl.secrets import masked, passwords, scrubbed
 
-from .conftest import SPACES
+from .conftest import ROOT, SPACES
 
 
 @pytest.mark.parametrize("url, shown", [
@@ -132,3 +138,62 @@ def test_a_password_in_storage_and_tracking_urls_is_never_shown_or_stored(tmp_pa
         assert not [text for text in stored if secret in text], "an MLflow param or tag"
         assert not [name for name, data in files.items() if secret.encode() in data], "a file or artifact"
         assert not [rows for rows in databases if secret in rows], "the Optuna or MLflow database"
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = int(re.search(r"^PPid:\s+(\d+)$", status.read_text(), re.M).group(1))
+        except (OSError, AttributeError):  # the process ended meanwhile
+            continue
+        children.setdefault(ppid, []).append(int(status.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def test_automl_ui_shows_the_tracking_uri_masked_and_keeps_it_off_mlflows_command_line(tmp_path, postgres_url):
+    """`automl ui --tracking-uri` with a password, over the real PostgreSQL: its line says where
+    with the password masked, and neither MLflow's process (automl ui execs it) nor the server
+    process MLflow starts once it has reached the database carries the URI on its command line,
+    which every user can read."""
+    password = make_url(postgres_url).password
+    tracking = postgres_url.rsplit("/", 1)[0] + "/mlflow"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "MLFLOW_WORKERS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "automl.cli", "ui", "--tracking-uri", tracking, "--port", str(port)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        first = proc.stdout.readline()
+        assert first == f"MLflow UI for {masked(tracking)} on http://127.0.0.1:{port} (Ctrl-C stops it)\n"
+        assert "automl:***@127.0.0.1" in first
+        for _ in range(600):  # until MLflow, past its database, has started its server (uvicorn)
+            lines = _command_lines(_process_tree(proc.pid))
+            if any(" -m uvicorn " in line for line in lines.values()):
+                break
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"MLflow started no server: {lines}")
+        assert "-m mlflow ui --host 127.0.0.1" in lines[proc.pid]  # automl ui became MLflow's UI
+        assert not [line for line in lines.values() if password in line], "a command line"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert password not in first + output, "a printed line"
+
+
+def _command_lines(pids: list[int]) -> dict[int, str]:
+    lines = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):  # the process ended meanwhile
+            lines[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return lines

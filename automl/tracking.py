@@ -37,6 +37,8 @@ logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limits per log_batch call
 MAX_METRICS_PER_BATCH = 1000
+# The tags of a run whose process died in it (closed by close_stale_children)
+STALE_MARKS = {"automl.state": "FAIL", "automl.fail_reason": "the process stopped before this run ended"}
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before each retry of a failed MLflow call of a trial
 
 
@@ -81,7 +83,7 @@ class Tracker:
         nothing runs yet, so a new run is SCHEDULED and an existing one keeps its status."""
         if run_id and self._exists(run_id):
             if not scheduled:
-                self.client.update_run(run_id, status="RUNNING")
+                self._resume(run_id)
         else:
             tags = {**tags, PARENT_TAG: nest_under} if nest_under else tags
             run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
@@ -89,6 +91,16 @@ class Tracker:
             if scheduled:
                 self.client.update_run(run_id, status="SCHEDULED")
         return run_id
+
+    def _resume(self, run_id: str) -> None:
+        """Run ``run_id`` again. A search nested in a tune whose process died was closed, with the
+        marks of a failed run, by the next tune's ``close_stale_children``; the search it resumes
+        runs on, so the marks of that interruption go."""
+        tags = self.client.get_run(run_id).data.tags
+        for key in STALE_MARKS:
+            if key in tags:
+                self.client.delete_tag(run_id, key)
+        self.client.update_run(run_id, status="RUNNING")
 
     def reopen_parent(self, run_id: str) -> None:
         """A worker joins the search's parent run, which must be in this tracking store."""
@@ -146,8 +158,8 @@ class Tracker:
         closed = 0
         for run in stale:
             if run.data.tags.get("automl.trial") not in alive:
-                self.client.set_tag(run.info.run_id, "automl.state", "FAIL")
-                self.client.set_tag(run.info.run_id, "automl.fail_reason", "the process stopped before this run ended")
+                for key, value in STALE_MARKS.items():
+                    self.client.set_tag(run.info.run_id, key, value)
                 self.client.set_terminated(run.info.run_id, "FAILED")
                 closed += 1
         return closed

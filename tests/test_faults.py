@@ -142,6 +142,64 @@ def test_a_search_killed_mid_trial_is_finished_by_the_next_one(tmp_path):
     assert [r.info.status for r in parents] == ["FINISHED"] and "test_accuracy" in parents[0].data.metrics
 
 
+# quick.yaml with Adam alone: one LR sweep, not two, before the coarse search
+TUNE_SPACE = """
+model:
+  stem: [{filters: 32, kernel_size: 3}]
+  stages:
+    - {family: vgg, filters: {choice: [16, 32], default: 32}, convs: {int: [1, 2], default: 2}}
+    - {family: vgg, filters: {choice: [32, 64], default: 64}, convs: {int: [1, 2], default: 2}}
+training:
+  epochs: 15
+  optimizer:
+    name: adam
+    learning_rate: {float: [1.0e-4, 1.0e-1], log: true, default: 2.0e-3}
+"""
+
+
+@pytest.mark.slow
+def test_a_tune_killed_in_its_coarse_search_is_finished_by_the_next_one(tmp_path, write_space):
+    """kill -9 of `automl tune` while its coarse search trains trial 0 leaves that trial, its run,
+    the coarse stage's run and the tune's run RUNNING; the same command again fails the trial,
+    retries it once with its parameters, closes every run and finishes. (A budget of 60 s: the
+    checks take about 20 of them and coarse gets enough of the rest that its speed floor does not
+    prune the retried default configuration on a busy host.)"""
+    space = write_space(TUNE_SPACE, "adam.yaml")
+    command = [*AUTOML, "tune", "--space", str(space), "--data", "digits", "--budget", "60", "--coarse-epochs", "1",
+               "--until", "coarse"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    storage, tracking = f"journal:{tmp_path}/automl.journal", f"sqlite:///{tmp_path}/mlflow.db"
+    study = "adam-digits-tune"
+    _wait_for(proc, "trial 0 (0 finished)")
+    for _ in range(240):  # its run opened, its training begins
+        if any(r.info.run_name == "trial-0" for r in _runs(tracking, study)):
+            break
+        time.sleep(0.5)
+    time.sleep(1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert [t.state for t in load_study(f"{study}/coarse", storage).trials] == [RUNNING]
+    left = {r.info.run_name for r in _runs(tracking, study) if r.info.status == "RUNNING"}
+    assert left == {"tune", "coarse", "trial-0"}
+
+    rerun = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert "lr_range: done before" in rerun.stdout and "coarse: ok" in rerun.stdout
+    coarse = load_study(f"{study}/coarse", storage)
+    killed = coarse.trials[0]
+    assert killed.state == FAIL and not coarse.get_trials(states=(RUNNING,))
+    retried = [t for t in coarse.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 0]
+    assert len(retried) == 1 and retried[0].state.is_finished() and retried[0].params == killed.params
+    runs = {r.info.run_name: r for r in _no_run_running(tracking, study)}
+    assert (runs["trial-0"].info.status, runs["trial-0"].data.tags["automl.state"]) == ("FAILED", "FAIL")
+    assert runs["tune"].info.status == "FINISHED"
+    # the coarse stage's run: reopened by the search that resumed it, closed as it ended, and not
+    # marked failed for the interruption it came through
+    assert runs["coarse"].info.status == "FINISHED" and runs["coarse"].data.tags["automl.ok"] == "True"
+    assert "automl.state" not in runs["coarse"].data.tags and "automl.fail_reason" not in runs["coarse"].data.tags
+
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_replaced_and_the_search_goes_on(tmp_path):
     """`automl search --workers 2` on the journal, one worker SIGKILLed in a trial: the pool

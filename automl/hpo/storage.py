@@ -12,7 +12,8 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 
 from automl.errors import UserError
 from automl.hpo.journal import LockedJournalStorage
-from automl.secrets import masked, scrubbed
+from automl.preflight import database_refused
+from automl.secrets import masked
 
 RDB_SCHEMES = ("sqlite:", "postgresql", "mysql")
 
@@ -36,8 +37,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
                 )
         except Exception as exc:  # SQLAlchemy reports bad URLs and unreachable servers in many ways
-            reason = scrubbed(f"{type(exc).__name__}: {str(exc).splitlines()[0]}", url)
-            raise UserError(f"--storage {masked(url)}: cannot open ({reason})") from None
+            raise database_refused("--storage", url, "cannot open", exc) from None
     if url.startswith("journal:") or url.endswith(".journal"):
         path = Path(url.removeprefix("journal:"))
         if not path.parent.exists():

@@ -5,9 +5,10 @@
     automl.export(study.study_name, out="best")
     for record in automl.predict("best", ["digit.png"]): print(record["class"])
 
-Searches and tunes check their inputs and destinations (automl/preflight.py), then load the data
-and check the space's model sizes on it, before the search machinery (Optuna, MLflow, Keras) is
-imported and before the study is created.
+Searches, tunes and ``create_study`` check their inputs and destinations (automl/preflight.py), then
+load the data and check the space's model sizes on it, before the search machinery (Optuna, MLflow,
+Keras) is imported and before the study is created; ``export`` and ``report`` check where they write
+before they read the study.
 """
 
 from __future__ import annotations
@@ -51,11 +52,10 @@ def create_study(space: str, data: str = "digits", **options) -> tuple[optuna.St
     """Create a search for workers (``automl worker``) to run, running no trial; options as for
     ``search``. Returns the study and whether it is new."""
     settings = SearchSettings(space=str(space), data=str(data), **options)
-    preflight.check_inputs(settings.space, settings.data, options.get("study"))
-    preflight.check_destinations(settings.out, settings.tracking_uri, settings.storage)
+    loaded = _checked_data(settings, options.get("study"))
     from automl.hpo.driver import create_search
 
-    return create_search(settings)
+    return create_search(settings, loaded)
 
 
 def tune(space: str, data: str = "digits", **options) -> optuna.Study:
@@ -72,9 +72,11 @@ def tune(space: str, data: str = "digits", **options) -> optuna.Study:
 
 def report(study: str, out: str | Path | None = None, storage: str | None = None) -> Path:
     """Write the report of tune ``study`` (.md with figures beside it, or one .html file)."""
+    out = Path(out or Path(defaults.out_dir(None)) / study / "report.md")
+    preflight.check_file(f"--out {out}", out, make_folder=True)
     from automl.recipe.report import write_report
 
-    return write_report(study, defaults.storage_url(storage), out or Path(defaults.out_dir(None)) / study / "report.md")
+    return write_report(study, defaults.storage_url(storage), out)
 
 
 def trials(study: str, storage: str | None = None):
@@ -87,6 +89,7 @@ def trials(study: str, storage: str | None = None):
 
 def export(study: str, out: str | Path, storage: str | None = None) -> Path:
     """Write the best trial's model.keras (+ SavedModel) and automl.json to ``out``."""
+    preflight.check_out(out)
     from automl.export import export_study
 
     return export_study(study, defaults.storage_url(storage), out)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from automl.data import data_kind
 from automl.errors import UserError
+from automl.settings import local_file
 from automl.space import SearchSpace
 
 # One or more segments joined by "/" (the tune's stages are the studies <study>/coarse and
@@ -39,13 +40,18 @@ def check_inputs(space: str, data: str, study: str | None) -> SearchSpace:
 
 
 def check_destinations(out: str, tracking_uri: str, storage: str) -> None:
-    """Refuse a --out folder, an MLflow SQLite file or an Optuna journal/SQLite file that cannot be written."""
+    """Refuse a --out folder, an MLflow or Optuna store (a SQLite or journal file, a database server)
+    that cannot be written."""
     check_out(out)
-    _check_file_uri("--tracking-uri", tracking_uri)
-    _check_file_uri("--storage", storage)
+    for option, uri, probe in (("--tracking-uri", tracking_uri, _RUNS), ("--storage", storage, _TRIALS)):
+        file = local_file(uri)
+        if file is not None:
+            check_file(f"{option} {uri}", file)
+        else:
+            _check_database(option, uri, probe)
 
 
-def check_out(out: str) -> None:
+def check_out(out: str | Path) -> None:
     _check_folder(f"--out {out}", Path(out))
 
 
@@ -65,23 +71,58 @@ def _check_folder(given: str, folder: Path) -> None:
         raise UserError(f"{given}: cannot write in {existing}: {exc.strerror}") from None
 
 
-def _check_file_uri(option: str, uri: str) -> None:
-    """SQLite and journal files (local ones: servers are checked by connecting, later) must be writable,
-    and so must their folder (SQLite writes its journal beside the database)."""
-    if uri.startswith("sqlite:///"):
-        path = uri.removeprefix("sqlite:///").split("?")[0]
-        if not path or path == ":memory:":
-            return
-    elif uri.startswith("journal:") or uri.endswith(".journal"):
-        path = uri.removeprefix("journal:")
-    else:
-        return
-    file = Path(path)
-    if not file.parent.is_dir():
-        raise UserError(f"{option} {uri}: folder {file.parent} does not exist")
-    _check_folder(f"{option} {uri}", file.parent)
+def check_file(given: str, file: Path, make_folder: bool = False) -> None:
+    """``file`` can be written or created, and so can files beside it (SQLite writes its journal beside
+    the database, a report its figures); its folder must exist unless the command makes it."""
+    if not make_folder and not file.parent.is_dir():
+        raise UserError(f"{given}: folder {file.parent} does not exist")
+    _check_folder(given, file.parent)
     if file.exists():
         try:
             os.close(os.open(file, os.O_RDWR))  # opening for writing changes nothing
         except OSError as exc:
-            raise UserError(f"{option} {uri}: cannot write {file}: {exc.strerror}") from None
+            raise UserError(f"{given}: cannot write {file}: {exc.strerror}") from None
+
+
+# A table each store updates as it runs, and one of its columns: an UPDATE of no rows asks the
+# database whether this login may write there.
+_TRIALS, _RUNS = ("trials", "state"), ("runs", "status")
+
+
+def _check_database(option: str, uri: str, probe: tuple[str, str]) -> None:
+    """A database server that takes the connection may still refuse writes (a read-only role, replica
+    or default_transaction_read_only, privileges revoked): found here, in a transaction rolled back,
+    rather than when the study or the MLflow run is half made. A new database's tables are made by
+    Optuna and MLflow, which report a login that cannot."""
+    if not uri.startswith(("postgresql", "mysql")):
+        return  # an MLflow server (http...) checks its own writes; other URLs are refused when opened
+    import sqlalchemy
+
+    table, column = probe
+    try:
+        engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+        connection = engine.connect()
+    except Exception as exc:  # SQLAlchemy reports bad URLs and unreachable servers in many ways
+        raise database_refused(option, uri, "cannot open", exc) from None
+    try:
+        with connection.begin() as transaction:
+            if sqlalchemy.inspect(connection).has_table(table):
+                connection.execute(sqlalchemy.text(f"UPDATE {table} SET {column} = {column} WHERE 1 = 0"))
+            elif connection.dialect.name == "postgresql":  # its DDL is transactional: rolled back, never was
+                connection.execute(sqlalchemy.text("CREATE TABLE automl_write_probe (x integer)"))
+            transaction.rollback()
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise database_refused(option, uri, "cannot write", exc) from None
+    finally:
+        connection.close()
+        engine.dispose()
+
+
+def database_refused(option: str, uri: str, what: str, exc: Exception) -> UserError:
+    """One line for a database's refusal: the URL masked, the driver's own error (e.g. InsufficientPrivilege)
+    and its first line, with any password it quotes hidden."""
+    from automl.secrets import masked, scrubbed
+
+    error = getattr(exc, "orig", None) or exc
+    reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+    return UserError(f"{option} {masked(uri)}: {what} ({scrubbed(reason, uri)})")

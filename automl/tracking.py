@@ -64,8 +64,9 @@ class Tracker:
         self.tracking_uri = tracking_uri
         # MLflow creates a new SQLite database's tables (as the client starts), and the experiment,
         # with no guard against a second process doing the same at once ("table latest_metrics
-        # already exists").
-        with held(lock_path("mlflow", tracking_uri)):
+        # already exists"). (The key is no study name, which has no space: a search whose storage is
+        # this very SQLite file locks its study apart.)
+        with held(lock_path(tracking_uri, "mlflow tables")):
             self.client = MlflowClient(tracking_uri)
             found = self.client.get_experiment_by_name(experiment)
             if found is None and not create:

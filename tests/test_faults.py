@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -401,28 +402,52 @@ def test_mlflow_failing_mid_trial_neither_fails_the_trial_nor_loses_its_run(tmp_
 
 
 # --- out of memory ---------------------------------------------------------------------------
-# Planted, as in test_workers.py: a real one is not cheap here. Under RLIMIT_AS, TensorFlow aborts
-# the process when it next creates a thread (pthread_create fails) instead of raising, and a limit
-# that fails one batch size but not its half depends on the host's allocator and thread count.
 
 
-def _planted_oom(monkeypatch, too_much) -> None:
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="measures address space in /proc (Linux)")
+def test_a_trial_out_of_memory_for_real_is_retried_once_with_half_the_batch_by_either_backend(tmp_path):
+    """tests/oom_search.py limits its own address space between what one model takes at batch
+    64 and at 128, then searches with each backend: TensorFlow cannot allocate at 128."""
+    from .oom_search import HALF, SEARCHES
+
+    done = subprocess.run([sys.executable, "-m", "tests.oom_search", str(tmp_path)], cwd=tmp_path, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-3000:]
+    tracking = f"sqlite:///{tmp_path}/m.db"
+    for backend, trials in SEARCHES.items():
+        study = load_study(backend, f"journal:{tmp_path}/j.journal")
+        assert [t.state for t in study.trials] == [COMPLETE] * trials
+        retried = [t for t in study.trials if "oom_batch_size" in t.user_attrs]
+        assert len(retried) == 1 and retried[0].user_attrs["oom_batch_size"] == 2 * HALF, done.stdout
+        assert retried[0].user_attrs["config"]["training"]["batch_size"] == HALF
+        runs = _no_run_running(tracking, backend)
+        first, second = sorted((r for r in runs if r.data.tags.get("automl.trial") == str(retried[0].number)),
+                               key=lambda r: r.info.start_time)
+        assert (first.info.status, first.data.tags["automl.state"], first.data.params["training.batch_size"]) == (
+            "FAILED", "FAIL", str(2 * HALF))
+        assert first.data.tags["automl.fail_reason"].startswith("oom: ResourceExhaustedError")
+        traceback = MlflowClient(tracking).download_artifacts(first.info.run_id, "traceback.txt", str(tmp_path))
+        assert f"OOM when allocating tensor with shape[{2 * HALF}," in Path(traceback).read_text()  # TF's own words
+        assert (second.info.status, second.data.tags["automl.state"], second.data.params["training.batch_size"]) == (
+            "FINISHED", "COMPLETE", str(HALF))
+
+
+@pytest.mark.slow
+def test_out_of_memory_with_a_fixed_batch_size_fails_the_trial_alone(tmp_path, monkeypatch, write_space):
+    """Planted: with no batch size to halve there is no retry, and that decision (and the search
+    going on) needs no real allocation failure, nor the process and measurements one takes."""
+    import automl
     from automl.hpo import trial as trial_module
 
     real_fit = trial_module.fit
 
     def fit_with_little_memory(config, data, **kwargs):
-        if too_much(config):
-            raise MemoryError(f"planted: no memory for batch {config.training.batch_size}")
+        if config.model.stages[0].filters == 16:
+            raise MemoryError("planted: no memory for 16 filters")
         return real_fit(config, data, **kwargs)
 
     monkeypatch.setattr(trial_module, "fit", fit_with_little_memory)
-
-
-@pytest.mark.slow
-def test_out_of_memory_with_a_fixed_batch_size_fails_the_trial_alone(tmp_path, monkeypatch, write_space):
-    import automl
-
     space = write_space(
         """
         model:
@@ -432,7 +457,6 @@ def test_out_of_memory_with_a_fixed_batch_size_fails_the_trial_alone(tmp_path, m
           epochs: 1
         """
     )
-    _planted_oom(monkeypatch, lambda config: config.model.stages[0].filters == 16)
     study = automl.search(space, "digits", study="oom", trials=1, sampler="random", verbose=False,
                           storage=f"journal:{tmp_path}/j.journal", tracking_uri=f"sqlite:///{tmp_path}/m.db",
                           out=str(tmp_path / "out"))
@@ -440,29 +464,3 @@ def test_out_of_memory_with_a_fixed_batch_size_fails_the_trial_alone(tmp_path, m
     assert first.state == FAIL and first.user_attrs["fail_reason"].startswith("oom: MemoryError")
     assert "oom_batch_size" not in first.user_attrs
     assert study.trials[-1].state == COMPLETE
-
-
-@pytest.mark.slow
-def test_the_keras_tuner_backend_retries_out_of_memory_with_half_the_batch(tmp_path, monkeypatch, write_space):
-    import automl
-
-    space = write_space(
-        """
-        model:
-          stem: [{filters: 8, kernel_size: 3}]
-          stages: [{family: vgg, filters: 8, convs: 1}]
-        training:
-          epochs: 1
-          batch_size: {choice: [32, 64]}
-        """
-    )
-    _planted_oom(monkeypatch, lambda config: config.training.batch_size > 32)
-    study = automl.search(space, "digits", study="kt", trials=2, backend="keras-tuner", sampler="random",
-                          verbose=False, storage=f"journal:{tmp_path}/j.journal",
-                          tracking_uri=f"sqlite:///{tmp_path}/m.db", out=str(tmp_path / "out"))
-    retried = [t for t in study.trials if t.user_attrs.get("oom_batch_size") == 64]
-    assert len(retried) == 1 and retried[0].state == COMPLETE
-    assert retried[0].user_attrs["config"]["training"]["batch_size"] == 32
-    states = sorted((r.data.tags["automl.state"], r.data.tags.get("automl.fail_reason", "")[:4])
-                    for r in _runs(f"sqlite:///{tmp_path}/m.db", "kt") if "automl.trial" in r.data.tags)
-    assert ("FAIL", "oom:") in states and states.count(("COMPLETE", "")) == 2

@@ -8,11 +8,13 @@ import subprocess
 import sys
 import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from automl.cli import main
 from automl.config import TrialConfig
 from automl.errors import ModelTooLarge, SpaceError, UserError
 from automl.model_size import MEMORY_CAP_ENV, check_size, estimate_size
@@ -46,6 +48,15 @@ def assert_refused(proc: subprocess.CompletedProcess, seconds: float, *phrases: 
     assert "\x1b" not in proc.stderr
     assert seconds < QUICKLY, f"{seconds:.1f} s"
     return lines[0]
+
+
+def refused_in_process(capsys, argv: list[str], *phrases: str) -> str:
+    """``automl ARGV`` run in this process (where the framework, once loaded, stays loaded), then as
+    assert_refused."""
+    start = time.perf_counter()
+    code = main(argv)
+    seconds, printed = time.perf_counter() - start, capsys.readouterr()
+    return assert_refused(subprocess.CompletedProcess(argv, code, printed.out, printed.err), seconds, *phrases)
 
 
 def assert_nothing_written(folder: Path, before: set[str]) -> None:
@@ -178,12 +189,22 @@ def test_params_refuses_a_model_too_large_before_building_it(tmp_path):
     assert_refused(proc, seconds, "model.stages.1:", "model too large", MEMORY_CAP_ENV)
 
 
+WIDE_OPTION = ("model:\n  stages:\n    - family: vgg\n      filters: {choice: [16, 65536]}\n"
+               "    - {family: vgg, filters: 65536}\n")
+
+
 def test_search_refuses_a_too_large_option_before_the_first_trial(tmp_path):
-    space = tmp_path / "wide.yaml"
-    space.write_text("model:\n  stages:\n    - family: vgg\n      filters: {choice: [16, 65536]}\n"
-                     "    - {family: vgg, filters: 65536}\n")
+    space = _write(tmp_path, "wide.yaml", WIDE_OPTION)
     proc, seconds = search(tmp_path, str(space))
     assert_refused(proc, seconds, f"{space}:", "model.stages.1", "model too large")
+
+
+def test_study_create_refuses_a_too_large_option_before_creating_the_study(tmp_path, monkeypatch, capsys):
+    space = _write(tmp_path, "wide.yaml", WIDE_OPTION)
+    monkeypatch.chdir(tmp_path)
+    refused_in_process(capsys, ["study", "create", "--space", str(space), "--trials", "1"], f"{space}:",
+                       "model.stages.1", "model too large")
+    assert_nothing_written(tmp_path, {"wide.yaml"})
 
 
 def test_the_memory_cap_is_the_users_to_raise(monkeypatch):
@@ -355,17 +376,29 @@ def test_study_names():
         assert "\x1b" not in str(info.value) and "\t" not in str(info.value)
 
 
+@contextmanager
+def read_only_mount(path: Path):
+    """``path``, a folder or a file, contents kept, made read-only by a bind mount onto itself: root's
+    writes there fail as they would for anyone (chmod does not stop root)."""
+    mounted = subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {mounted.stderr.strip()}")
+    try:
+        remounted = subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], capture_output=True, text=True)
+        if remounted.returncode != 0:
+            pytest.skip(f"cannot make a bind mount read-only here: {remounted.stderr.strip()}")
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
 @pytest.fixture
 def read_only(tmp_path):
-    """A folder on a read-only tmpfs: root writes there fail as they would for anyone (chmod does not stop
-    root)."""
+    """An empty read-only folder."""
     folder = tmp_path / "ro"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    with read_only_mount(folder):
+        yield folder
 
 
 def test_read_only_out_is_refused_before_the_study_is_created(tmp_path, read_only):
@@ -382,3 +415,130 @@ def test_read_only_tracking_uri_is_refused_before_the_study_is_created(tmp_path,
 def test_read_only_journal_is_refused(tmp_path, read_only):
     proc, seconds = search(tmp_path, QUICK, "digits", "--storage", f"journal:{read_only}/automl.journal")
     assert_refused(proc, seconds, "--storage journal:", "Read-only file system")
+
+
+# --- what study create, worker, export and report write to; databases that refuse writes ---
+
+
+@pytest.fixture(scope="module")
+def created_search(tmp_path_factory):
+    """A search made by ``automl study create`` for workers, no trial run yet: its journal, MLflow
+    database and --out in one folder. Returns the folder and the options that reach the search."""
+    folder = tmp_path_factory.mktemp("search")
+    store = ["--storage", f"journal:{folder}/automl.journal", "--tracking-uri", f"sqlite:///{folder}/mlflow.db"]
+    assert main(["study", "create", "--space", QUICK, "--study", "s", "--trials", "1", "--epochs", "1", *store,
+                 "--out", str(folder / "out")]) == 0
+    (folder / "out").mkdir(exist_ok=True)
+    return folder, store
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("command, read_only_part, refused", [
+    ("worker", "out", "--out {folder}/out: cannot write in {folder}/out"),  # the --out the study was made with
+    ("worker", "automl.journal", "--storage journal:{folder}/automl.journal: cannot write {folder}/automl.journal"),
+    ("worker", "mlflow.db", "--tracking-uri sqlite:///{folder}/mlflow.db: cannot write {folder}/mlflow.db"),
+    ("export", "out", "--out {folder}/out/best: cannot write in {folder}/out"),
+    ("report", "out", "--out {folder}/out/s/report.md: cannot write in {folder}/out"),
+])
+def test_a_read_only_destination_is_refused_before_anything_is_written(created_search, capsys, command,
+                                                                       read_only_part, refused):
+    """A worker that could not record its trial takes none (the journal is unchanged, no MLflow run opens);
+    export and report say so before they read the study."""
+    folder, store = created_search
+    argv = {"worker": ["worker", "--study", "s", *store],
+            "export": ["export", "--study", "s", *store[:2], "--out", f"{folder}/out/best"],
+            "report": ["report", "--study", "s", *store[:2], "--out", f"{folder}/out/s/report.md"]}[command]
+    before = _files(folder)
+    with read_only_mount(folder / read_only_part):
+        refused_in_process(capsys, argv, refused.format(folder=folder), "Read-only file system")
+    assert _files(folder) == before
+
+
+def test_a_read_only_sqlite_storage_is_refused(tmp_path, monkeypatch, capsys):
+    database = tmp_path / "optuna.db"
+    database.touch()
+    monkeypatch.chdir(tmp_path)
+    with read_only_mount(database):
+        refused_in_process(capsys, ["search", "--space", QUICK, "--trials", "1", "--storage", f"sqlite:///{database}"],
+                           f"--storage sqlite:///{database}: cannot write {database}: Read-only file system")
+    assert_nothing_written(tmp_path, {"optuna.db"})
+
+
+@pytest.fixture(scope="module")
+def read_only_logins(postgres_url, tmp_path_factory):
+    """PostgreSQL logins that may connect but not write: ``read_only`` (its transactions are read-only, as
+    on a standby) and ``select_only`` (granted SELECT alone). Returns a function (login, database) -> URL;
+    database ``searches`` holds a search made by ``automl study create``, ``empty`` nothing yet."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(postgres_url)
+    url = lambda login, database: (admin if login == "admin" else admin.set(  # noqa: E731
+        username=login, password=f"pw-{login}")).set(database=database).render_as_string(hide_password=False)
+    engine = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        for database in ("searches", "empty"):
+            connection.execute(sqlalchemy.text(f"CREATE DATABASE {database}"))
+    engine.dispose()
+    folder = tmp_path_factory.mktemp("pg")
+    assert main(["study", "create", "--space", QUICK, "--study", "s", "--trials", "1", "--storage",
+                 url("admin", "searches"), "--tracking-uri", f"sqlite:///{folder}/mlflow.db", "--out",
+                 str(folder / "out")]) == 0
+    engine = sqlalchemy.create_engine(url("admin", "searches"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        for login, privileges in (("read_only", "ALL"), ("select_only", "SELECT")):
+            connection.execute(sqlalchemy.text(f"CREATE ROLE {login} LOGIN PASSWORD 'pw-{login}'"))
+            connection.execute(sqlalchemy.text(f"GRANT {privileges} ON ALL TABLES IN SCHEMA public TO {login}"))
+            connection.execute(sqlalchemy.text(f"GRANT {privileges} ON ALL SEQUENCES IN SCHEMA public TO {login}"))
+        connection.execute(sqlalchemy.text("ALTER ROLE read_only SET default_transaction_read_only = on"))
+    engine.dispose()
+    return url
+
+
+@pytest.mark.parametrize("command, login, store, reason", [
+    ("search", "select_only", "--storage", "InsufficientPrivilege: permission denied for table trials"),
+    ("search", "read_only", "--storage", "ReadOnlySqlTransaction: cannot execute UPDATE in a read-only transaction"),
+    ("study create", "read_only", "--storage", "cannot execute UPDATE in a read-only transaction"),
+    ("worker", "select_only", "--storage", "permission denied for table trials"),
+    ("worker", "read_only", "--storage", "cannot execute UPDATE in a read-only transaction"),
+    # a new MLflow database: MLflow would make its tables after the study was created
+    ("search", "read_only", "--tracking-uri", "cannot execute CREATE TABLE in a read-only transaction"),
+])
+def test_a_database_that_refuses_writes_is_one_line(read_only_logins, tmp_path, monkeypatch, capsys, command,
+                                                     login, store, reason):
+    """Before: exit 1, "unexpected error: StorageInternalError: An exception is raised during the commit",
+    after TensorFlow had loaded."""
+    monkeypatch.chdir(tmp_path)
+    stores = {"--storage": read_only_logins(login, "searches"), "--tracking-uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    if store == "--tracking-uri":
+        stores = {"--storage": f"journal:{tmp_path}/automl.journal", "--tracking-uri": read_only_logins(login, "empty")}
+    what = ["--study", "s"] if command == "worker" else ["--space", QUICK, "--study", "s", "--trials", "1"]
+    refused_in_process(capsys, [*command.split(), *what, *(x for pair in stores.items() for x in pair)],
+                       f"{store} postgresql://{login}:***@", "cannot write", reason)
+    assert_nothing_written(tmp_path, set())
+
+
+# --- lock keys --------------------------------------------------------------------------------
+
+
+def test_one_store_file_is_one_lock_however_it_is_named(tmp_path, monkeypatch):
+    """Processes naming one journal or SQLite file differently (relative, absolute, through a symlink)
+    share its locks and number their slots together."""
+    from automl.hpo.locks import lock_path, process_slot
+
+    (tmp_path / "store").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "store")
+    monkeypatch.chdir(tmp_path)
+    journals = ["journal:store/x.journal", f"{tmp_path}/store/x.journal",
+                f"journal:{tmp_path}/alias/../alias/x.journal"]
+    databases = ["sqlite:///store/x.db", f"sqlite:///{tmp_path}/alias/x.db?timeout=5"]
+    assert len({lock_path(url, "s") for url in journals}) == len({lock_path(url, "s") for url in databases}) == 1
+    assert lock_path(journals[0], "s") != lock_path(databases[0], "s") != lock_path(databases[0], "t")
+    assert process_slot(journals[0], "s") == 0
+    other = subprocess.run([sys.executable, "-c", "import sys; from automl.hpo.locks import process_slot; "
+                            "print([process_slot(url, 's') for url in sys.argv[1:]])", *journals[1:]],
+                           cwd="/", capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert other.stdout.strip() == "[1, 1]", other.stderr

@@ -79,11 +79,12 @@ def check_backbone(space: SearchSpace, input_shape: tuple[int, int, int]) -> Non
     backbone.check(space, input_shape)
 
 
-def create_search(settings: SearchSettings) -> tuple[optuna.Study, bool]:
+def create_search(settings: SearchSettings, data: Dataset | None = None) -> tuple[optuna.Study, bool]:
     """Create the study and MLflow parent run of a search that workers will run, and run no trial.
-    Returns the study and whether it was new (an existing one keeps its trials and runs)."""
+    Returns the study and whether it was new (an existing one keeps its trials and runs); ``data`` as
+    for run_search."""
     space = SearchSpace.load(settings.space)
-    data = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
+    data = data or load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
     check_backbone(space, data.input_shape)
     study = open_study(settings, data)
     new = PARENT_ATTR not in study.user_attrs

@@ -14,14 +14,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from automl.settings import local_file
+
 _slots: dict[str, tuple[int, int]] = {}  # key -> (slot, fd of its lock, held until this process exits)
 
 
-def lock_path(*key: str) -> Path:
-    """A lock file for ``key`` (e.g. a storage URL and a study name) in this machine's temp folder."""
+def store_key(url: str) -> str:
+    """What identifies a storage or tracking store: a local file by its resolved path, so processes that
+    name one file differently (``journal:automl.journal``, ``/abs/automl.journal``, through a symlink,
+    from another folder) share its locks; a server by its URL."""
+    file = local_file(url)
+    return f"file:{file.resolve()}" if file is not None else url
+
+
+def lock_path(store: str, *key: str) -> Path:
+    """A lock file for the store at URL ``store`` and ``key`` (e.g. a study name) in this machine's temp
+    folder."""
     folder = Path(tempfile.gettempdir()) / "automl-locks"
     folder.mkdir(exist_ok=True)
-    return folder / (hashlib.sha256("\0".join(key).encode()).hexdigest()[:24] + ".lock")
+    return folder / (hashlib.sha256("\0".join((store_key(store), *key)).encode()).hexdigest()[:24] + ".lock")
 
 
 def try_lock(path: Path) -> int | None:
@@ -46,13 +57,14 @@ def held(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def process_slot(*key: str) -> int:
-    """This process's number among the live processes sharing ``key``: the smallest one free when
-    it first asked, kept until it exits. A process alone gets 0, so its runs stay reproducible."""
-    name = "\0".join(key)
+def process_slot(store: str, *key: str) -> int:
+    """This process's number among the live processes sharing the store at URL ``store`` and ``key``:
+    the smallest one free when it first asked, kept until it exits. A process alone gets 0, so its
+    runs stay reproducible."""
+    name = "\0".join((store_key(store), *key))
     if name not in _slots:
         slot = 0
-        while (fd := try_lock(lock_path(name, str(slot)))) is None:
+        while (fd := try_lock(lock_path(store, *key, str(slot)))) is None:
             slot += 1
         _slots[name] = (slot, fd)
     return _slots[name][0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -12,7 +11,9 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 
 from automl.errors import UserError
 from automl.hpo.journal import LockedJournalStorage
-from automl.secrets import masked, scrubbed
+from automl.preflight import database_refused
+from automl.secrets import masked
+from automl.settings import local_file
 
 RDB_SCHEMES = ("sqlite:", "postgresql", "mysql")
 
@@ -36,10 +37,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
                 )
         except Exception as exc:  # SQLAlchemy reports bad URLs and unreachable servers in many ways
-            reason = scrubbed(f"{type(exc).__name__}: {str(exc).splitlines()[0]}", url)
-            raise UserError(f"--storage {masked(url)}: cannot open ({reason})") from None
-    if url.startswith("journal:") or url.endswith(".journal"):
-        path = Path(url.removeprefix("journal:"))
+            raise database_refused("--storage", url, "cannot open", exc) from None
+    path = local_file(url)  # a journal: SQLite went to RDBStorage above
+    if path is not None:
         if not path.parent.exists():
             raise UserError(f"--storage {masked(url)}: folder {path.parent} does not exist")
         # A trial whose lock was never taken (its process died as it began) is dead after the grace.

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 
 import optuna
 
+from automl import preflight
 from automl.errors import SearchStopped, UserError
 from automl.hpo.settings import SearchSettings
 from automl.hpo.storage import load_study
@@ -68,6 +69,13 @@ def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, s
     """Run trials of ``study_name`` in this process; returns how many it ran."""
     if gpu is not None:
         pin_gpu(gpu)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = load_study(study_name, storage)
+    settings = worker_settings(study, storage, tracking_uri, seed, recycle, timeout, verbose)
+    if finished_count(study) >= settings.trials:
+        return 0
+    # before Keras loads, and before this worker takes a trial it could not record
+    preflight.check_destinations(settings.out, settings.tracking_uri, settings.storage)
     from automl.data import load_dataset, without_test
     from automl.hpo.driver import PARENT_ATTR, end_search_run
     from automl.hpo.live import Live
@@ -75,11 +83,6 @@ def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, s
     from automl.space import SearchSpace
     from automl.tracking import Tracker
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = load_study(study_name, storage)
-    settings = worker_settings(study, storage, tracking_uri, seed, recycle, timeout, verbose)
-    if finished_count(study) >= settings.trials:
-        return 0
     space = SearchSpace.load(settings.space)
     data = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
     live = Live(settings.trials, settings.objective, settings.direction, settings.verbose)

@@ -13,7 +13,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 
 from automl import quiet  # noqa: E402
 from automl.errors import RecipeStopped, SearchStopped, TrialFailed, UserError, printable  # noqa: E402
-from automl.recipe.budget import STAGES  # noqa: E402
 
 
 def _sizes(form: str, example: str):
@@ -88,6 +87,15 @@ def _search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
 
 
+def _worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where trials run: shared by search and tune (whose searches run on the same pool)."""
+    parser.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                        help="worker processes sharing the study (default 1: trials run in this process)")
+    parser.add_argument("--recycle", type=_positive_int, metavar="K",
+                        help="replace each worker process after K trials, so memory stays flat")
+    parser.add_argument("--gpus", type=_gpu_list, metavar="IDS", help="one worker per GPU, e.g. 0,1")
+
+
 def _parser() -> argparse.ArgumentParser:
     # --debug is accepted before or after the command; SUPPRESS keeps a subcommand from resetting it
     common = argparse.ArgumentParser(add_help=False)
@@ -117,11 +125,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="wall-time bound of this run: no trial starts after it, and the running one is pruned "
                              "(once a trial has completed)")
     search.add_argument("--quiet", action="store_true", help="no per-epoch lines")
-    search.add_argument("--workers", type=_positive_int, default=1, metavar="N",
-                        help="worker processes sharing the study (default 1: trials run in this process)")
-    search.add_argument("--recycle", type=_positive_int, metavar="K",
-                        help="replace each worker process after K trials, so memory stays flat")
-    search.add_argument("--gpus", type=_gpu_list, metavar="IDS", help="one worker per GPU, e.g. 0,1")
+    _worker_arguments(search)
 
     study = commands.add_parser("study", help="manage studies").add_subparsers(dest="action", required=True)
     create = study.add_parser("create", parents=[common], help="create a search for automl worker to run",
@@ -145,7 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
     tune = commands.add_parser("tune", parents=[common], help="tune a space stage by stage, as an expert would",
-                               description="Stages: sanity, overfit, lr_range, coarse, diagnose, refine, final. "
+                               description="Stages: [transfer,] sanity, overfit, lr_range, coarse, diagnose, "
+                                           "refine [, diagnose-2, refine-2, ... while a round pays], final. "
                                            "Rerun the same command to resume; finished stages are skipped. "
                                            "Exit code 3: a stage found a problem that more search cannot fix.")
     tune.add_argument("--space", required=True, metavar="FILE")
@@ -154,15 +159,22 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--budget", type=_positive_float, default=300.0, metavar="SECONDS",
                       help="wall clock for the whole tune, shared out across the stages (default 300)")
     tune.add_argument("--seed", type=int, default=0)
-    tune.add_argument("--sampler", default="tpe", metavar="NAME", help="tpe (default), random, cmaes, gp")
+    tune.add_argument("--backend", choices=("optuna", "keras-tuner"), default="optuna",
+                      help="what runs the searches (default optuna)")
+    tune.add_argument("--sampler", metavar="NAME",
+                      help="optuna: tpe (default), random, cmaes, gp; keras-tuner: bayesian (default), random, "
+                           "hyperband")
     tune.add_argument("--pruner", default="hyperband", metavar="NAME",
-                      help="hyperband (default), median, successive-halving, none")
+                      help="optuna: hyperband (default), median, successive-halving, none")
     tune.add_argument("--objective", choices=("val_accuracy", "val_loss"), default="val_accuracy")
     tune.add_argument("--coarse-epochs", type=_positive_int, default=3, metavar="N",
                       help="epochs per coarse trial (default 3)")
-    tune.add_argument("--until", choices=STAGES, metavar="STAGE",
-                      help=f"stop after this stage ({', '.join(STAGES)}); e.g. lr_range runs the checks only")
+    tune.add_argument("--until", metavar="STAGE",
+                      help="stop after this stage (one named above); e.g. lr_range runs the checks only")
     tune.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    _worker_arguments(tune)
+    tune.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU speed)")
+    tune.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
 
     report = commands.add_parser("report", parents=[common], help="write the report of a tune (.md or .html)")
     report.add_argument("--study", required=True, metavar="NAME")
@@ -315,7 +327,8 @@ def cmd_tune(args) -> None:
     tune(args.space, args.data, study=args.study, storage=args.storage, tracking_uri=args.tracking_uri,
          out=args.out, budget=args.budget, seed=args.seed, sampler=args.sampler, pruner=args.pruner,
          objective=args.objective, coarse_epochs=args.coarse_epochs, image_size=args.image_size, until=args.until,
-         verbose=not args.quiet)
+         verbose=not args.quiet, backend=args.backend, workers=args.workers, recycle=args.recycle, gpus=args.gpus,
+         mixed_precision=args.mixed_precision, jit_compile=args.jit_compile)
 
 
 def cmd_report(args) -> None:

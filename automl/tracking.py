@@ -126,8 +126,43 @@ class Tracker:
             self.log_metrics(run_id, metrics)
         self.client.set_terminated(run_id, status)
 
+    # --- what a stage of a tune writes to its own run ------------------------------
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, run_id: str, path: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def log_artifacts(self, run_id: str, folder: str | Path, into: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(folder), into)
+
+    def log_figure(self, run_id: str, figure, name: str) -> None:
+        """A matplotlib figure as the run's PNG artifact ``name``."""
+        from automl import plots
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self.log_artifact(run_id, plots.save(figure, Path(tmp) / name))
+
+    def describe(self, run_id: str, tags: dict[str, str], metrics: dict[str, float], note: str) -> None:
+        """What a stage found, on its run: tags, metrics, and the note the MLflow UI shows (also
+        kept as ``summary.md``)."""
+        self.set_tags(run_id, {**tags, "mlflow.note.content": note})
+        self.log_metrics(run_id, metrics)
+        self.client.log_text(run_id, note + "\n", "summary.md")
+
+    def epoch_log(self, run_id: str) -> RunEpochs:
+        """Per-epoch metrics of a training that is not a search's trial (a tune's final model)."""
+        return RunEpochs(self, run_id)
+
     def log_best_model(self, run_id: str, model_path: str, trial_number: int) -> None:
-        """The best trial's model as an MLflow model of the parent run (the Keras 3 flavor)."""
+        """The best trial's model as an MLflow model of the parent run (the Keras 3 flavor), once
+        per trial: a resumed search whose best did not change logs nothing again."""
+        if self.client.get_run(run_id).data.tags.get("automl.best_trial") == str(trial_number):
+            return
         import keras
         import mlflow
         import mlflow.keras
@@ -194,6 +229,18 @@ class Tracker:
         items = [Param(k[:250], str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+
+
+class RunEpochs:
+    """Per-epoch metrics streamed to one run (what ``TrialRun.log_epoch`` does for a trial)."""
+
+    def __init__(self, tracker: Tracker, run_id: str):
+        self.tracker, self.run_id = tracker, run_id
+
+    def log_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        now = _now()
+        metrics = [Metric(k, float(v), now, epoch) for k, v in logs.items() if _is_number(v)]
+        self.tracker.client.log_batch(self.run_id, metrics=metrics)
 
 
 class TrialRun:

@@ -5,7 +5,8 @@ import pytest
 from automl.errors import SpaceError
 from automl.recipe import adjust
 from automl.recipe import budget as plan
-from automl.recipe.budget import STAGES, Budget
+from automl.recipe.budget import Budget
+from automl.recipe.plan import SHARES
 from automl.space import FixedSuggester, SearchSpace
 
 from .conftest import SPACES
@@ -113,26 +114,28 @@ def test_a_rewrite_that_breaks_the_schema_is_refused(quick):
 
 
 def test_the_budget_carries_over_what_a_stage_leaves():
-    budget = Budget(100.0)
-    first = budget.allot(STAGES[0])
+    kinds = list(SHARES)
+    budget = Budget(100.0, SHARES)
+    first = budget.allot(kinds[0], kinds[1:])
     budget.spent_before = 50.0  # as if the early stages had taken half the budget
-    later = {s: budget.allot(s) for s in STAGES[3:]}
+    later = {s: budget.allot(s, kinds[i + 1:]) for i, s in enumerate(kinds) if i >= 3}
     assert first < 5 and later["coarse"] < 0.5 * 100
     budget.spent_before = 10.0
-    assert budget.allot("coarse") > later["coarse"]
+    assert budget.allot("coarse", kinds[kinds.index("coarse") + 1:]) > later["coarse"]
 
 
 
 def test_where_an_epoch_is_dear_the_final_training_gets_more_of_the_budget():
-    usual = plan.planned_shares(images_per_second=50_000, final_images=1_400, remaining=250)  # digits
-    assert usual == pytest.approx(plan.SHARES)
-    slow = plan.planned_shares(images_per_second=1_500, final_images=60_000, remaining=780)  # Fashion-MNIST
+    usual = plan.planned_shares(SHARES, images_per_second=50_000, final_images=1_400, remaining=250)  # digits
+    assert usual == pytest.approx(SHARES)
+    slow = plan.planned_shares(SHARES, images_per_second=1_500, final_images=60_000, remaining=780)  # Fashion-MNIST
     planned = sum(slow[s] for s in plan.PLANNED)
-    assert planned == pytest.approx(sum(plan.SHARES[s] for s in plan.PLANNED))  # the checks keep theirs
+    assert planned == pytest.approx(sum(SHARES[s] for s in plan.PLANNED))  # the checks keep theirs
     assert slow["final"] / planned == plan.MAX_FINAL  # 18 epochs would take 720 s of 780: capped
-    assert slow["coarse"] / slow["refine"] == pytest.approx(plan.SHARES["coarse"] / plan.SHARES["refine"])
-    budget = Budget(900, spent_before=120, shares=slow)  # the checks took 120 s
-    assert budget.allot("coarse") == pytest.approx(780 * slow["coarse"] / planned, rel=0.01)
+    assert slow["coarse"] / slow["refine"] == pytest.approx(SHARES["coarse"] / SHARES["refine"])
+    budget = Budget(900, slow, spent_before=120)  # the checks took 120 s
+    assert budget.allot("coarse", ["diagnose", "refine", "final"]) == pytest.approx(780 * slow["coarse"] / planned,
+                                                                                     rel=0.01)
 
 
 def test_searches_rank_on_a_subset_that_affords_their_trials():
@@ -156,10 +159,11 @@ def test_searches_prune_configurations_the_final_could_not_afford():
     assert plan.speed_floor(2_200, 305, 60_000) == pytest.approx(0.8 * 1_851, rel=0.01)
     # a budget too small even for the default configuration: only trials slower than 80% of it go
     assert plan.speed_floor(2_200, 60, 60_000) == pytest.approx(0.8 * 2_200)
-    budget = Budget(900, shares=plan.SHARES)
-    later = sum(plan.SHARES[s] for s in ("diagnose", "refine", "final"))
-    assert budget.final_after("coarse", 300) == pytest.approx((900 - 300) * plan.SHARES["final"] / later, rel=0.01)
-    assert budget.final_after("refine", 300) == pytest.approx(600, rel=0.01)
+    budget = Budget(900, SHARES)
+    later = sum(SHARES[s] for s in ("diagnose", "refine", "final"))
+    assert budget.final_after(300, ["diagnose", "refine"]) == pytest.approx((900 - 300) * SHARES["final"] / later,
+                                                                             rel=0.01)
+    assert budget.final_after(300, []) == pytest.approx(600, rel=0.01)
 
 
 @pytest.mark.parametrize("floor, pruned", [(1e9, True), (1.0, False)])
@@ -178,56 +182,3 @@ def test_a_trial_slower_than_the_floor_is_pruned_in_its_first_epoch(digits, floo
     else:
         assert len(fit(config, digits, epochs=2, callbacks=[slow]).history["loss"]) == 2
     assert slow.measured is not None and slow.measured[0] > 0
-
-
-class _FakeTune:
-    """What the final stage's choice reads of a tune: stage outputs and the storage."""
-
-    def __init__(self, tmp_path, searches: dict[str, list[tuple[float, float]]]):
-        import optuna
-
-        from automl.hpo.storage import open_storage
-
-        self.settings = type("Settings", (), {"storage": f"journal:{tmp_path}/j.journal",
-                                              "objective": "val_accuracy"})()
-        self.records = {"diagnose": {"outputs": {"epochs": 6}}}
-        for stage, trials in searches.items():  # (val accuracy, steady seconds per epoch on 10,000 images)
-            study = optuna.create_study(study_name=f"t/{stage}", storage=open_storage(self.settings.storage),
-                                        direction="maximize")
-            for value, seconds in trials:
-                study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=value,
-                                user_attrs={"model_path": "m.keras", "epoch_seconds": [seconds + 5, seconds],
-                                            "config": {"training": {"epochs": 15}}}))
-            self.records[stage] = {"outputs": {"study": f"t/{stage}", "train_images": 8_000, "val_images": 2_000}}
-        self.data = type("Data", (), {"x_train": range(50_000), "x_val": range(10_000)})()
-
-    def output(self, stage, key):
-        return self.records[stage]["outputs"][key]
-
-
-def test_the_final_configuration_is_the_cheapest_within_one_standard_error(tmp_path):
-    from automl.recipe.stages import _final_choice
-
-    # the standard error at 0.90 on 2,000 images is 0.0067: 0.895 is within it, 0.88 is not
-    tune = _FakeTune(tmp_path, {"refine": [(0.90, 12.0), (0.895, 4.0), (0.88, 1.0)], "coarse": [(0.85, 1.0)]})
-    stage, trial, why = _final_choice(tune, seconds=1_000)
-    assert (stage, trial.value) == ("refine", 0.895) and "3.0x as fast per epoch" in why
-
-
-def test_a_final_the_budget_cannot_train_long_enough_gives_way_to_one_it_can(tmp_path):
-    from automl.recipe.stages import _final_choice
-
-    # 6x the 10,000 images a trial saw: 12 s/epoch there is 72 s in the final, 4 epochs in 0.85 x 400 s
-    tune = _FakeTune(tmp_path, {"refine": [(0.91, 12.0), (0.86, 11.0)], "coarse": [(0.88, 8.0), (0.87, 2.0)]})
-    stage, trial, why = _final_choice(tune, seconds=400)
-    assert (stage, trial.value) == ("coarse", 0.87) and f"fits {plan.MIN_FINAL_EPOCHS} epochs" in why
-    assert "trial 0 of the refine search would get 4" in why
-
-
-def test_a_much_worse_configuration_is_not_rescued_by_more_final_epochs(tmp_path):
-    from automl.recipe.stages import _final_choice
-
-    # 0.60 makes 3.3x the errors of 0.88, the best of its search: the dear winner stays
-    tune = _FakeTune(tmp_path, {"refine": [(0.91, 12.0)], "coarse": [(0.88, 8.0), (0.60, 1.0)]})
-    stage, trial, why = _final_choice(tune, seconds=400)
-    assert (stage, trial.value) == ("refine", 0.91) and why.endswith("the best")

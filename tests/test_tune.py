@@ -16,9 +16,9 @@ from mlflow import MlflowClient
 from sklearn.datasets import load_digits
 
 from automl.cli import main
+from automl.hpo import records as study_records
 from automl.hpo.storage import load_study
-from automl.recipe.budget import STAGES as ALL_STAGES
-from automl.recipe.tune import RECORD_PREFIX
+from automl.recipe.plan import STAGES as ALL_STAGES
 
 from .conftest import ROOT, SPACES
 
@@ -31,8 +31,15 @@ TUNE = [sys.executable, "-m", "automl.cli", "tune", "--space", str(SPACES / "qui
 
 
 def _records(storage: str, study: str) -> dict:
-    attrs = load_study(study, storage).user_attrs
-    return {k.removeprefix(RECORD_PREFIX): v for k, v in attrs.items() if k.startswith(RECORD_PREFIX)}
+    return study_records.stage_records(load_study(study, storage))
+
+
+def _planned(records: dict) -> list[str]:
+    """The stages a finished tune ran: the recipe's, with the loop's rounds (diagnose-2, refine-2,
+    ...) after refine, each round a diagnose and a refine."""
+    rounds = [name for name in records if "-" in name]
+    assert len(rounds) % 2 == 0 and all(records[r]["kind"] in ("diagnose", "refine") for r in rounds)
+    return STAGES[:-1] + rounds + STAGES[-1:]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +88,7 @@ def test_the_resumed_tune_skips_finished_stages_and_continues_the_coarse_search(
     kept = re.search(rf"study {STUDY}/coarse: (\d+) trials finished", resumed.stdout)
     assert kept and int(kept.group(1)) >= 1  # the trial from before the interruption counts
     records = _records(f"journal:{work}/automl.journal", STUDY)
-    assert list(records) == list(STAGES) and all(r["ok"] for r in records.values())
+    assert list(records) == _planned(records) and all(r["ok"] for r in records.values())
     assert records["lr_range"]["outputs"]["curves"]["adam"]["suggested"] > 0
     # Coarse trains 2 of the 15 epochs quick.yaml's configurations plan: curves cut that short ask
     # for more epochs (undertrained) unless the trial already fits (healthy), never for a bigger
@@ -112,11 +119,12 @@ def test_mlflow_shows_one_tune_run_with_a_child_per_stage_and_the_trials_under_t
     tops = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert [(r.info.run_name, r.info.status) for r in tops] == [("tune", "FINISHED")]
     stages = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == tops[0].info.run_id]
-    assert sorted(r.data.tags["automl.stage"] for r in stages) == sorted(STAGES)
+    assert sorted(r.data.tags["automl.stage"] for r in stages) == sorted(_planned(_records(
+        f"journal:{work}/automl.journal", STUDY)))
     assert all(r.data.tags["mlflow.note.content"] for r in stages)
     for run in stages:
         trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == run.info.run_id]
-        if run.data.tags["automl.stage"] in ("coarse", "refine"):
+        if run.data.tags["automl.stage"].split("-")[0] in ("coarse", "refine"):
             study = load_study(f"{STUDY}/{run.data.tags['automl.stage']}", f"journal:{work}/automl.journal")
             finished = {str(t.number) for t in study.trials if t.state.is_finished() and t.state.name != "FAIL"}
             logged = {r.data.tags["automl.trial"] for r in trials}
@@ -142,18 +150,20 @@ def test_the_tune_keeps_to_its_budget(tuned):
 
 
 def test_a_finished_tune_run_again_does_nothing(tuned):
-    _, _, _, again = tuned
+    work, _, _, again = tuned
     assert again.returncode == 0
-    assert all(f"{stage}: done before" in again.stdout for stage in STAGES)
+    ran = _planned(_records(f"journal:{work}/automl.journal", STUDY))
+    assert all(f"{stage}: done before" in again.stdout for stage in ran)
     assert not re.search(r"epoch \d+/\d+", again.stdout)  # nothing trained
 
 
 def test_the_report_explains_each_stage_with_its_figures(tuned, tmp_path):
     work, _, _, _ = tuned
     text = (work / "automl-out" / STUDY / "report.md").read_text()
-    for stage in STAGES:
+    for stage in _planned(_records(f"journal:{work}/automl.journal", STUDY)):
         assert f"## {stage}\n" in text
-    for figure in ("lr_range.png", "optimization_history.png", "param_importances.png", "curves_final.png"):
+    assert "**The loop** ran" in text
+    for figure in ("lr_range.png", "optimization_history.png", "param_importances_coarse.png", "curves_final.png"):
         assert f"report_files/{figure}" in text and (work / "automl-out" / STUDY / "report_files" / figure).is_file()
     out = tmp_path / "report.html"
     assert main(["report", "--study", STUDY, "--storage", f"journal:{work}/automl.journal", "--out", str(out)]) == 0

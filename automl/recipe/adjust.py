@@ -9,7 +9,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from automl.space import SearchSpace
+from automl.space import DefaultSuggester, SearchSpace
 from automl.space.params import Param, label
 
 LR = "training.optimizer.learning_rate"
@@ -102,13 +102,17 @@ def refine_changes(space: SearchSpace, top: list[dict[str, Any]], verdict: str) 
 
 def start_from(space: SearchSpace, prefix: str, values: dict[str, Any]) -> tuple[dict, list[str]]:
     """Changes that make ``values`` (fields under ``prefix``) the space's defaults, so the first
-    trial of a search tries them and the sampler explores around them. A searched parameter
-    that cannot take a value keeps its own default; one the space fixes keeps its value (the
-    user's decision wins); one it leaves out is set."""
+    trial of a search tries them and the sampler explores around them (see ``defaults_to``)."""
+    return defaults_to(space, {f"{prefix}.{key}": value for key, value in values.items()})
+
+
+def defaults_to(space: SearchSpace, values: dict[str, Any]) -> tuple[dict, list[str]]:
+    """Changes that make ``values`` (configuration path -> value) the space's defaults. A searched
+    parameter that cannot take a value keeps its own default; one the space fixes keeps its value
+    (the user's decision wins); one it leaves out is set."""
     params, written = _params(space), space.default()
     changes, notes = {}, []
-    for key, value in values.items():
-        name = f"{prefix}.{key}"
+    for name, value in values.items():
         param = params.get(name)
         current = _lookup(written, name)
         if param is not None and param.contains(value):
@@ -122,6 +126,29 @@ def start_from(space: SearchSpace, prefix: str, values: dict[str, Any]) -> tuple
         elif label(current) != label(value):
             notes.append(f"{name}: the space fixes {current} (the policy would start from {value})")
     return changes, notes
+
+
+def larger_model(space: SearchSpace) -> dict[str, Any]:
+    """The default configuration's width and depth parameters grown within the space: widths
+    doubled, depths one more, or the next larger choice; {} when the space allows nothing larger."""
+    defaults, grown = space.suggest_all(DefaultSuggester()), {}
+    for param in space.params:
+        last = param.name.rsplit(".", 1)[-1]
+        value = defaults.get(param.name)
+        if last not in WIDTHS + DEPTHS or isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if param.kind == "int":
+            want = value * 2 if last in WIDTHS else value + 1
+            step, (low, high) = param.spec.step or 1, param.spec.range
+            bigger = min(high, low + step * ((want - low) // step))
+        elif param.kind == "choice":
+            bigger = min((c for c in param.spec.choices if isinstance(c, int) and not isinstance(c, bool)
+                          and c > value), default=value)
+        else:
+            continue
+        if bigger > value:
+            grown[param.name] = bigger
+    return grown
 
 
 def _lookup(config: dict, name: str) -> Any:

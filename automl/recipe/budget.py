@@ -13,13 +13,7 @@ from __future__ import annotations
 
 import time
 
-# transfer runs only for a space with a backbone: it picks the policy the later stages start from
-STAGES = ("transfer", "sanity", "overfit", "lr_range", "coarse", "diagnose", "refine", "final")
-
-# The checks are fixed, small amounts of work; their shares only say what they usually take.
-SHARES = {"transfer": 0.03, "sanity": 0.02, "overfit": 0.04, "lr_range": 0.07, "coarse": 0.36, "diagnose": 0.01,
-          "refine": 0.30, "final": 0.20}
-PLANNED = ("coarse", "diagnose", "refine", "final")  # the stages the plan re-shares
+PLANNED = ("coarse", "diagnose", "refine", "final")  # the kinds of stage the plan re-shares
 # Full-data epochs worth taking time from the searches for: on Fashion-MNIST at 900 s the searches
 # found little beyond the default family, and a final of 9 epochs was still improving at its last.
 FINAL_EPOCHS = 18
@@ -43,11 +37,12 @@ MARGIN = 0.8
 
 
 class Budget:
-    def __init__(self, total: float, spent_before: float = 0.0, shares: dict[str, float] | None = None):
-        """``spent_before``: seconds that finished stages of an interrupted tune already used;
-        ``shares``: the plan's, once made (see ``planned_shares``)."""
+    def __init__(self, total: float, shares: dict[str, float], spent_before: float = 0.0):
+        """``shares``: each kind of stage's (the stages' own, or the plan's once made, see
+        ``planned_shares``); ``spent_before``: seconds the finished stages of an interrupted tune
+        already used."""
         self.total, self.spent_before = total, spent_before
-        self.shares = dict(shares or SHARES)
+        self.shares = dict(shares)
         self.start = time.perf_counter()
 
     def spent(self) -> float:
@@ -56,26 +51,28 @@ class Budget:
     def remaining(self) -> float:
         return max(0.0, self.total - self.spent())
 
-    def final_after(self, stage: str, seconds: float) -> float:
-        """The final stage's seconds, foreseen, if ``stage`` takes ``seconds`` and the stages
-        between take their shares."""
-        later = STAGES[STAGES.index(stage) + 1:]
-        return max(0.0, self.remaining() - seconds) * self.shares["final"] / sum(self.shares[s] for s in later)
+    def allot(self, kind: str, later: list[str]) -> float:
+        """The seconds a stage of ``kind`` may take: its share of what it and the ``later`` stages
+        (their kinds) have left."""
+        return self.remaining() * self.shares[kind] / (self.shares[kind] + sum(self.shares[k] for k in later))
 
-    def allot(self, stage: str) -> float:
-        """The seconds ``stage`` may take: its share of what the stages from it onward have left."""
-        later = STAGES[STAGES.index(stage):]
-        return self.remaining() * self.shares[stage] / sum(self.shares[s] for s in later)
+    def final_after(self, seconds: float, between: list[str]) -> float:
+        """The final stage's seconds, foreseen, if the stage now starting takes ``seconds`` and the
+        stages ``between`` it and the final take their shares."""
+        rest = self.shares["final"] + sum(self.shares[k] for k in between)
+        return max(0.0, self.remaining() - seconds) * self.shares["final"] / rest
 
 
-def planned_shares(images_per_second: float, final_images: int, remaining: float) -> dict[str, float]:
-    """Shares that give the final training time for ``FINAL_EPOCHS`` epochs over ``final_images``
-    (at the measured speed), up to ``MAX_FINAL`` of what is left; never less than its usual share."""
-    planned = sum(SHARES[s] for s in PLANNED)
+def planned_shares(shares: dict[str, float], images_per_second: float, final_images: int,
+                   remaining: float) -> dict[str, float]:
+    """``shares`` re-shared so that the final training gets time for ``FINAL_EPOCHS`` epochs over
+    ``final_images`` (at the measured speed), up to ``MAX_FINAL`` of what is left; never less than
+    its usual share."""
+    planned = sum(shares[s] for s in PLANNED)
     wanted = FINAL_EPOCHS * final_images / images_per_second / max(remaining, 1.0)
-    final = min(MAX_FINAL, max(SHARES["final"] / planned, wanted))
-    searches = planned - SHARES["final"]
-    return {**SHARES, **{s: SHARES[s] * (1 - final) * planned / searches for s in PLANNED if s != "final"},
+    final = min(MAX_FINAL, max(shares["final"] / planned, wanted))
+    searches = planned - shares["final"]
+    return {**shares, **{s: shares[s] * (1 - final) * planned / searches for s in PLANNED if s != "final"},
             "final": final * planned}
 
 

@@ -21,7 +21,8 @@ HELD_OUT = 0.1
 
 
 def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: float, seed: int, objective: str,
-                callbacks: list[keras.callbacks.Callback], epoch_estimate: float | None = None) -> TrialResult:
+                callbacks: list[keras.callbacks.Callback], epoch_estimate: float | None = None,
+                jit_compile: bool | str = "auto") -> TrialResult:
     """``epochs``: at most; as many as fit in ``seconds`` at ``epoch_estimate`` run the schedule."""
     x = np.concatenate([data.x_train, data.x_val])
     y = np.concatenate([data.y_train, data.y_val])
@@ -36,4 +37,4 @@ def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: flo
         settings["training"]["early_stopping"] = {"patience": max(3, expected // 4),
                                                   "start_from_epoch": expected // 2}
     return fit(TrialConfig.model_validate(settings), joined, epochs=epochs, seed=seed, objective=objective,
-               callbacks=callbacks, seconds=seconds, epoch_estimate=epoch_estimate)
+               callbacks=callbacks, seconds=seconds, epoch_estimate=epoch_estimate, jit_compile=jit_compile)

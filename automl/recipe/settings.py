@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from automl import settings as defaults
+from automl.errors import UserError, printable
 from automl.hpo.settings import OBJECTIVE_DIRECTIONS
-from automl.recipe.budget import STAGES
+from automl.recipe.plan import STAGES
 
 
 @dataclass
@@ -20,13 +21,21 @@ class TuneSettings:
     out: str | None = None
     budget: float = 300.0  # seconds of wall clock for the whole tune
     seed: int = 0
-    sampler: str = "tpe"
+    sampler: str | None = None  # default per backend: tpe (optuna), bayesian (keras-tuner)
     pruner: str = "hyperband"
     objective: str = "val_accuracy"
     coarse_epochs: int = 3
     image_size: tuple[int, int] | None = None
     until: str | None = None  # stop after this stage (e.g. lr_range: the checks only)
     verbose: bool = True
+    # The searches' backend and, as for automl search, their worker processes and devices
+    # (automl/hpo/workers.py); the checks and the final train in this process.
+    backend: str = "optuna"
+    workers: int = 1
+    recycle: int | None = None
+    gpus: list[str] | None = None
+    mixed_precision: bool = False
+    jit_compile: bool = False
 
     def __post_init__(self):
         self.storage = defaults.storage_url(self.storage)
@@ -35,7 +44,11 @@ class TuneSettings:
         if self.study is None:
             self.study = f"{Path(self.space).stem}-{Path(self.data).stem}-tune"
         if self.until is not None and self.until not in STAGES:
-            raise ValueError(f"until: unknown stage {self.until!r}; stages: {', '.join(STAGES)}")
+            raise UserError(f"--until {printable(self.until)}: not a stage; the stages: {', '.join(STAGES)}")
+        if self.gpus:
+            self.workers = len(self.gpus)
+        if self.sampler is None:
+            self.sampler = "tpe" if self.backend == "optuna" else "bayesian"
 
     @property
     def direction(self) -> str:

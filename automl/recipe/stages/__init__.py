@@ -1,0 +1,1 @@
+"""The recipe's stages, one module each (``automl.recipe.plan`` orders them)."""

@@ -1,0 +1,293 @@
+"""Each stage of the recipe, the final's choice and the loop's stop rule, with a small fake
+context: an in-memory tune study, searches answered by prepared studies, no MLflow."""
+
+import math
+
+import optuna
+import pytest
+
+from automl.hpo import records
+from automl.hpo.hooks import SpeedFloor
+from automl.hpo.records import TrialRecord
+from automl.recipe import budget, loop
+from automl.recipe.budget import Budget
+from automl.recipe.context import StageContext
+from automl.recipe.outcomes import DiagnoseOutputs, LRRangeOutputs, Outcomes, OverfitOutputs, SearchOutputs, StageRecord
+from automl.recipe.plan import SHARES, STAGES, plan, stage_of
+from automl.recipe.settings import TuneSettings
+from automl.recipe.stages.checks import Overfit, Sanity, remedies
+from automl.recipe.stages.final import Candidates, choose_final
+from automl.recipe.stages.lr_range import LRRange
+from automl.recipe.stages.searches import Coarse, Diagnose, Refine
+from automl.space import SearchSpace
+
+from .conftest import SPACES
+
+
+class FakeContext(StageContext):
+    """A stage's context with no MLflow: searches return the prepared study of their name."""
+
+    def __init__(self, tmp_path, data, space=SPACES / "quick.yaml", outcomes=None, prepared=None, budget_s=300.0):
+        self.said = []
+        settings = TuneSettings(str(space), storage=f"journal:{tmp_path}/j.journal",
+                                tracking_uri=f"sqlite:///{tmp_path}/m.db", out=str(tmp_path / "out"), study="t",
+                                verbose=False)
+        super().__init__(settings=settings, data=data, space=SearchSpace.load(space), outcomes=outcomes or Outcomes(),
+                         budget=Budget(budget_s, SHARES), study=optuna.create_study(direction="maximize"),
+                         tracker=None, tune_run="tune-run", say=self.said.append, later=["diagnose", "refine", "final"])
+        self.prepared = prepared or {}
+        self.searched, self.tags, self.logged = [], {}, []
+
+    def log_artifact(self, path):
+        self.logged.append(path)
+
+    def log_figure(self, figure, name):
+        self.logged.append(name)
+
+    def tag_run(self, run_id, tags):
+        self.tags[run_id] = tags
+
+    def run_search(self, settings, data, hooks):
+        self.searched.append((settings, data, hooks))
+        return self.prepared[settings.study]
+
+    def load_search(self, study):
+        return self.prepared[study]
+
+
+QUICK_DEFAULT = SearchSpace.load(SPACES / "quick.yaml").default()  # trains 15 epochs
+
+
+def _search(name, trials, direction="maximize"):
+    """An in-memory search study: trials as (value, steady epoch seconds, history or None)."""
+    study = optuna.create_study(study_name=name, direction=direction)
+    records.set_parent_run(study, f"run-of-{name}")
+    for number, (value, seconds, history) in enumerate(trials):
+        record = TrialRecord(config=QUICK_DEFAULT, model_path="m.keras", epoch_seconds=[seconds + 5,
+                             seconds], history=history or {}, mlflow_run_id=f"trial-run-{number}", metrics={})
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=value,
+                                                  params={"model.head.dropout": 0.1 * number},
+                                                  distributions={"model.head.dropout":
+                                                                 optuna.distributions.FloatDistribution(0.0, 0.5)},
+                                                  user_attrs=record.attrs()))
+    return study
+
+
+def _record(stage, outputs, kind=None, seconds=10.0, ok=True):
+    return StageRecord(ok=ok, verdict="healthy", summary="", outputs=outputs, stage=stage,
+                       kind=kind or stage.split("-")[0], seconds=seconds)
+
+
+def _searched(study, epochs=3, train=1_000, val=300, round=0, best=None, again=False, loop_seconds=None):
+    return SearchOutputs(study=study, space=str(SPACES / "quick.yaml"), epochs=epochs, train_images=train,
+                         val_images=val, best_value=best, round=round, again=again, loop_seconds=loop_seconds)
+
+
+def _lr_range(speed=50_000.0):
+    return _record("lr_range", LRRangeOutputs(space=str(SPACES / "quick.yaml"), curves={}, shares=dict(SHARES),
+                                              images_per_second=speed))
+
+
+# --- the plan ----------------------------------------------------------------------------
+
+
+def test_the_plan_runs_the_stages_in_the_recipes_order_and_adds_a_round_while_the_loop_goes_on(tmp_path):
+    quick = SearchSpace.load(SPACES / "quick.yaml")
+    assert [s.name for s in plan(quick, Outcomes())] == [s for s in STAGES if s != "transfer"]
+    outcomes = Outcomes()
+    outcomes.add(_record("refine", _searched("t/refine", round=1, again=True)))
+    outcomes.add(_record("refine-2", _searched("t/refine-2", round=2, again=False)))
+    names = [s.name for s in plan(quick, outcomes)]
+    assert names[-5:] == ["diagnose", "refine", "diagnose-2", "refine-2", "final"]
+    assert stage_of(outcomes.get("refine-2")).round == 2 and isinstance(stage_of(outcomes.get("refine-2")), Refine)
+
+
+def test_a_record_round_trips_through_the_study_typed(tmp_path):
+    study = optuna.create_study()
+    record = _record("diagnose-2", DiagnoseOutputs(source="refine", space="s.yaml", epochs=12,
+                                                   verdicts={"3": {"verdict": "overfit"}}, first_trials=[{"a": 1}]))
+    records.write_stage_record(study, record.stage, record.to_dict())
+    back = StageRecord.from_dict(records.stage_records(study)["diagnose-2"])
+    assert back == record and isinstance(back.outputs, DiagnoseOutputs)
+    with pytest.raises(TypeError, match="DiagnoseOutputs, not SearchOutputs"):
+        Outcomes({"diagnose-2": back}).outputs("diagnose-2", SearchOutputs)
+
+
+# --- the loop's stop rule ---------------------------------------------------------------
+
+
+def test_the_loop_goes_on_only_while_a_round_beats_its_noise_and_time_affords_another():
+    assert loop.another_round(gain=0.02, error=0.01, seconds_left=100, round_seconds=40, done=1)[0]
+    stop, why = loop.another_round(gain=0.005, error=0.01, seconds_left=100, round_seconds=40, done=1)
+    assert not stop and "not more than its noise (0.0100)" in why
+    stop, why = loop.another_round(gain=0.02, error=0.01, seconds_left=30, round_seconds=40, done=1)
+    assert not stop and "fewer than the 40 s" in why
+    assert not loop.another_round(gain=0.02, error=0.01, seconds_left=100, round_seconds=40, done=5)[0]
+    assert not loop.another_round(gain=math.nan, error=0.01, seconds_left=100, round_seconds=40, done=1)[0]
+
+
+def test_a_rounds_noise_is_the_binomial_standard_error_of_its_accuracy():
+    assert loop.noise("val_accuracy", 0.9, 400, {}) == pytest.approx(0.015)
+    assert loop.noise("val_loss", 0.3, 400, {"val_loss": [0.5, 0.31, 0.3, 0.32]}) == pytest.approx(0.01)
+
+
+def test_a_round_takes_half_the_loops_time_while_two_fit():
+    assert loop.round_seconds(100, 40) == 50 and loop.round_seconds(70, 40) == 70
+
+
+# --- the final's choice -----------------------------------------------------------------
+
+
+def _candidates(stage, trials, val=2_000):
+    study = _search(f"t/{stage}", [(v, s, None) for v, s in trials])
+    return Candidates(stage, _searched(f"t/{stage}", train=8_000, val=val), records.ranking(study))
+
+
+def test_the_final_configuration_is_the_cheapest_within_one_standard_error():
+    # the standard error at 0.90 on 2,000 images is 0.0067: 0.895 is within it, 0.88 is not
+    choice = choose_final([_candidates("refine", [(0.90, 12.0), (0.895, 4.0), (0.88, 1.0)]),
+                           _candidates("coarse", [(0.85, 1.0)])], 1_000, 60_000, "val_accuracy", 6)
+    assert (choice.stage, choice.trial.value) == ("refine", 0.895) and "3.0x as fast per epoch" in choice.why
+
+
+def test_a_final_the_budget_cannot_train_long_enough_gives_way_to_one_it_can():
+    # 6x the 10,000 images a trial saw: 12 s/epoch there is 72 s in the final, 4 epochs in 0.85 x 400 s
+    choice = choose_final([_candidates("refine", [(0.91, 12.0), (0.86, 11.0)]),
+                           _candidates("coarse", [(0.88, 8.0), (0.87, 2.0)])], 400, 60_000, "val_accuracy", 6)
+    assert (choice.stage, choice.trial.value) == ("coarse", 0.87)
+    assert f"fits {budget.MIN_FINAL_EPOCHS} epochs" in choice.why and "refine search would get 4" in choice.why
+    assert choice.planned == 15 and choice.epoch_seconds == pytest.approx(2.0 * 6)
+
+
+def test_a_much_worse_configuration_is_not_rescued_by_more_final_epochs():
+    # 0.60 makes 3.3x the errors of 0.88, the best of its search: the dear winner stays
+    choice = choose_final([_candidates("refine", [(0.91, 12.0)]), _candidates("coarse", [(0.88, 8.0), (0.60, 1.0)])],
+                          400, 60_000, "val_accuracy", 6)
+    assert (choice.stage, choice.trial.value) == ("refine", 0.91) and choice.why.endswith("the best")
+
+
+def test_the_final_chooses_from_the_last_round_of_the_loop():
+    choice = choose_final([_candidates("refine-2", [(0.93, 1.0)]), _candidates("refine", [(0.95, 1.0)])],
+                          1_000, 10_000, "val_accuracy", 6)
+    assert choice.stage == "refine-2"
+
+
+# --- the checks, on real digits ---------------------------------------------------------
+
+
+def test_sanity_reads_the_initial_loss(tmp_path, digits):
+    result = Sanity().run(FakeContext(tmp_path, digits), 10)
+    assert result.ok and result.measured["ratio"] == pytest.approx(1.0, abs=0.3)
+
+
+def test_overfit_tries_another_optimizer_then_a_larger_model_before_it_stops(write_space):
+    space = SearchSpace.load(write_space("""
+        model:
+          stem: [{filters: 4, kernel_size: 3}]
+          stages: [{family: vgg, filters: {choice: [2, 64], default: 2}, convs: {int: [1, 2], default: 1}}]
+        training:
+          optimizer:
+            name: {choice: [sgd, adam], default: sgd}
+            learning_rate: {float: [1.0e-4, 1.0], log: true, default: 0.05}
+    """))
+    tries = remedies(space, "cannot_overfit")
+    assert [values for _, values in tries] == [
+        {"training.optimizer.name": "adam", "training.optimizer.learning_rate": 1e-3},
+        {"model.stages.0.filters": 64, "model.stages.0.convs": 2}]
+    assert [what for what, _ in remedies(space, "diverged")] == ["learning rate 0.0001, the space's lowest",
+                                                                 "optimizer adam at lr 0.001"]
+    assert len(remedies(space, "lr_too_low")) == 3
+    assert remedies(space, "no_signal") == []
+
+
+def test_a_model_too_small_to_memorize_continues_from_the_larger_one_the_space_offers(tmp_path, digits,
+                                                                                      write_space):
+    space = write_space("""
+        model:
+          batch_norm: false
+          stem: [{filters: 2, kernel_size: 3}]
+          stages: [{family: vgg, filters: {choice: [1, 64], default: 1}, convs: 1}]
+          head: {dropout: 0.0}
+        training:
+          batch_size: 64
+          optimizer: {name: adam, learning_rate: 0.003}
+    """)
+    ctx = FakeContext(tmp_path, digits, space=space)
+    result = Overfit().run(ctx, 60)
+    assert result.ok, result.summary
+    assert [t["verdict"] for t in result.outputs.tried] == ["healthy"]
+    assert isinstance(result.outputs, OverfitOutputs) and result.outputs.space.endswith("overfit.yaml")
+    assert SearchSpace.load(result.outputs.space).default()["model"]["stages"][0]["filters"] == 64
+
+
+def test_lr_range_narrows_the_coarse_space_and_plans_the_budget(tmp_path, digits):
+    ctx = FakeContext(tmp_path, digits)
+    result = LRRange().run(ctx, 30)
+    out = result.outputs
+    assert isinstance(out, LRRangeOutputs) and out.images_per_second > 0 and set(out.curves) == {"adam", "sgd"}
+    lr = next(p for p in SearchSpace.load(out.space).params if p.name == "training.optimizer.learning_rate")
+    assert lr.spec.range[0] >= 1e-4 and lr.spec.range != (1e-4, 1e-1)
+    assert sum(out.shares.values()) == pytest.approx(sum(SHARES.values()))
+    assert "lr_range.png" in ctx.logged
+
+
+# --- the searches, answered by prepared studies -----------------------------------------
+
+
+def test_coarse_searches_the_narrowed_space_with_the_recipes_hooks(tmp_path, digits):
+    outcomes = Outcomes({"lr_range": _lr_range()})
+    ctx = FakeContext(tmp_path, digits, outcomes=outcomes, prepared={"t/coarse": _search("t/coarse", [
+        (0.8, 1.0, None), (0.9, 1.0, None)])})
+    result = Coarse().run(ctx, 60)
+    settings, data, hooks = ctx.searched[0]
+    assert (settings.trials, settings.timeout, settings.epochs) == (None, 60, 3)
+    assert hooks.nest_under == "tune-run" and hooks.tags == {"automl.stage": "coarse"} and not hooks.log_model
+    assert [type(c) for c in hooks.trial_callbacks] == [SpeedFloor] and hooks.first_trials is None
+    out = result.outputs
+    assert (out.best_trial, out.best_value, out.round) == (1, 0.9, 0) and result.run_id == "run-of-t/coarse"
+    assert records.subset_sizes(ctx.study, "coarse") == [len(data.x_train), len(data.x_val)]
+
+
+def _coarse_done(outcomes, best=0.80):
+    outcomes.add(_record("coarse", _searched("t/coarse", epochs=2, train=1_000, val=300, best=best)))
+
+
+def test_diagnose_reads_the_last_search_and_doubles_epochs_for_undertrained_curves(tmp_path, digits):
+    outcomes = Outcomes({"lr_range": _lr_range()})
+    _coarse_done(outcomes)
+    still_learning = {"loss": [1.0, 0.6], "val_loss": [0.9, 0.6], "accuracy": [0.6, 0.8], "val_accuracy": [0.6, 0.8]}
+    ctx = FakeContext(tmp_path, digits, outcomes=outcomes, prepared={"t/coarse": _search("t/coarse", [
+        (0.8, 1.0, still_learning), (0.7, 1.0, still_learning)])})
+    result = Diagnose().run(ctx, 5)
+    out = result.outputs
+    assert result.verdict == "undertrained" and out.source == "coarse"
+    assert out.epochs == 12  # 3 x the coarse's 2, doubled
+    assert out.first_trials[0] == {"model.head.dropout": 0.0} and out.space.endswith("refine.yaml")
+    assert ctx.tags["trial-run-0"]["automl.diagnosis"] == "undertrained"
+
+
+def _refine_ctx(tmp_path, digits, round_best, coarse_best=0.80, val=300):
+    outcomes = Outcomes({"lr_range": _lr_range()})
+    _coarse_done(outcomes, coarse_best)
+    outcomes.add(_record("diagnose", DiagnoseOutputs(source="coarse", space=str(SPACES / "quick.yaml"), epochs=6,
+                                                     verdicts={}, first_trials=[{"model.head.dropout": 0.1}])))
+    study = _search("t/refine", [(round_best, 1.0, None)])
+    return FakeContext(tmp_path, digits, outcomes=outcomes, prepared={"t/refine": study}, budget_s=600)
+
+
+def test_a_refine_round_that_beat_the_search_before_it_by_more_than_its_noise_asks_for_another(tmp_path, digits):
+    ctx = _refine_ctx(tmp_path, digits, round_best=0.90)  # +0.10 on 300 images: noise 0.017
+    stage = Refine()
+    seconds = stage.allot(ctx, [])
+    result = stage.run(ctx, seconds)
+    out = result.outputs
+    assert ctx.searched[0][2].first_trials == [{"model.head.dropout": 0.1}]
+    assert out.round == 1 and out.again and "more than its noise" in out.loop_why
+    assert out.loop_seconds == pytest.approx(seconds * 2, rel=0.01)  # the first round took half the loop's time
+
+
+def test_a_refine_round_within_its_noise_stops_the_loop(tmp_path, digits):
+    ctx = _refine_ctx(tmp_path, digits, round_best=0.805)
+    result = Refine().run(ctx, 100)
+    assert not result.outputs.again and "not more than its noise" in result.outputs.loop_why
+    assert any(c.startswith("loop: stops") for c in result.changes)

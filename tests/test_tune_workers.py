@@ -1,0 +1,71 @@
+"""The recipe's searches on a worker pool: ``automl tune --workers 2`` on a real PostgreSQL
+storage, joined during its coarse stage by an ``automl worker`` started separately, as one on
+another machine would."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from automl.hpo import records
+from automl.hpo.records import TrialRecord
+from automl.hpo.storage import load_study
+
+from .conftest import ROOT, SPACES
+
+AUTOML = [sys.executable, "-m", "automl.cli"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+BUDGET = 150
+STUDY = "pooled"
+
+
+@pytest.fixture(scope="module")
+def pooled(tmp_path_factory, postgres_url):
+    work = tmp_path_factory.mktemp("pooled")
+    store = ["--storage", postgres_url, "--tracking-uri", f"sqlite:///{work}/mlflow.db"]
+    start = time.perf_counter()
+    tune = subprocess.Popen([*AUTOML, "tune", "--space", str(SPACES / "quick.yaml"), "--data", "digits", "--study",
+                             STUDY, "--budget", str(BUDGET), "--coarse-epochs", "2", "--workers", "2", "--quiet",
+                             *store], cwd=work, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in tune.stdout:  # once the coarse search has started, a worker of our own joins it
+        seen.append(line)
+        if line.startswith("coarse: trials slower than"):
+            break
+    joined = subprocess.run([*AUTOML, "worker", "--study", f"{STUDY}/coarse", *store, "--quiet"], cwd=work, env=ENV,
+                            capture_output=True, text=True, timeout=600)
+    rest, _ = tune.communicate(timeout=600)
+    wall = time.perf_counter() - start
+    return {"rc": tune.returncode, "output": "".join(seen) + rest, "wall": wall, "joined": joined,
+            "storage": postgres_url}
+
+
+def _trials(storage: str, stage: str):
+    return [TrialRecord.of(t) for t in load_study(f"{STUDY}/{stage}", storage).trials]
+
+
+def test_the_tunes_searches_run_their_trials_in_two_worker_processes(pooled):
+    assert pooled["rc"] == 0, pooled["output"][-3000:]
+    tune = records.stage_records(load_study(STUDY, pooled["storage"]))
+    searches = [name for name, r in tune.items() if r["kind"] in ("coarse", "refine")]
+    workers = {t.worker for name in searches for t in _trials(pooled["storage"], name) if t.worker}
+    assert len(workers) >= 2, workers
+    assert re.search(r"worker \d+ started \(2 so far", pooled["output"])
+
+
+def test_a_separately_started_worker_joins_the_running_coarse_stage(pooled):
+    joined = pooled["joined"]
+    assert joined.returncode == 0, joined.stderr[-3000:]
+    ran = re.search(r"worker (\d+): ran (\d+) trials", joined.stdout)
+    assert ran and int(ran.group(2)) >= 1, joined.stdout
+    coarse = _trials(pooled["storage"], "coarse")
+    assert any(t.worker and t.worker.endswith(f":{ran.group(1)}") for t in coarse)
+
+
+def test_the_pooled_tune_keeps_to_its_budget(pooled):
+    tune = load_study(STUDY, pooled["storage"])
+    spent = sum(r["seconds"] for r in records.stage_records(tune).values())
+    assert spent <= 1.05 * BUDGET + 10, spent

@@ -10,7 +10,7 @@ def load_model(path: str | Path, compile: bool = False):
     evaluation and reuse as a backbone need none, and each compiles its own)."""
     import keras
 
-    from automl.blocks import backbone  # noqa: F401  registers AdaptChannels and ApplicationInput
-    from automl.training import phases, schedules  # noqa: F401  register the LR schedules
+    from automl.blocks import adapters  # noqa: F401  registers AdaptChannels and ApplicationInput
+    from automl.training import schedules  # noqa: F401  registers the LR schedules, a fine-tuning phase's too
 
     return keras.saving.load_model(path, compile=compile)

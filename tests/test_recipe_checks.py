@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -26,6 +27,29 @@ def test_plain_strips_regularization(quick):
     stripped = plain(TrialConfig.model_validate(config))
     assert stripped.regularization.l2 == 0 and stripped.augmentation.mixup == 0
     assert stripped.training.schedule.name == "constant" and stripped.model.head.dropout == 0
+
+
+class _Trained(keras.callbacks.Callback):
+    """What a check trains: its optimizer's weight decay, and whether its loss has a weight penalty."""
+
+    def on_train_begin(self, logs=None):
+        self.weight_decay = self.model.optimizer.weight_decay
+        self.penalized = bool(self.model.losses)
+
+
+def test_lr_sweep_keeps_the_configurations_weight_decay_and_l2_and_the_checks_do_not(quick, digits):
+    config = quick.model_dump()
+    config["training"]["optimizer"] = {"name": "adamw", "learning_rate": 1e-3, "weight_decay": 1e-4}
+    config["regularization"] = {"l2": 1e-5, "label_smoothing": 0.1}
+    config["model"]["head"]["dropout"] = 0.3
+    config = TrialConfig.model_validate(config)
+    sweep, overfit = _Trained(), _Trained()
+    lr_range_test(config, digits, steps=10, callbacks=[sweep])
+    check_overfit(config, digits, batches=1, max_epochs=1, callbacks=[overfit])
+    assert sweep.weight_decay == pytest.approx(1e-4) and sweep.penalized  # as the trials will train
+    assert overfit.weight_decay == 0 and not overfit.penalized
+    sanity = plain(config)  # what check_initial_loss builds
+    assert sanity.training.optimizer.weight_decay == 0 and sanity.regularization.l2 == 0
 
 
 def test_initial_loss_is_near_ln_c_on_healthy_data(quick, digits):

@@ -192,6 +192,20 @@ def test_grey_small_images_feed_a_colour_application_saved_to_a_file(tmp_path, u
     np.testing.assert_allclose(again.predict(images, verbose=0), result.model.predict(images, verbose=0), atol=1e-5)
 
 
+def test_a_fine_tuned_model_reloads_with_its_phase_schedule_in_a_fresh_process(tmp_path, digit_backbone,
+                                                                              upper_digits):
+    config = _config(digit_backbone, epochs=2, schedule="cosine", trainable="all", warmup_epochs=1)
+    saved = tmp_path / "fine_tuned.keras"
+    fit(config, upper_digits, seed=0).model.save(saved)
+    # a fresh process imports automl.saving alone: it must register all that automl models hold
+    load = (f"from automl.saving import load_model; m = load_model({str(saved)!r}, compile=True); "
+            "print(m.optimizer.get_config()['learning_rate']['class_name'])")
+    done = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["PhaseSchedule"]
+
+
 def test_application_by_name_gets_its_own_preprocessing_and_minimum_size(upper_digits):
     config = _config("MobileNetV2", epochs=1, weights="random")
     model = backbone.load(config.model.backbone, (8, 8))

@@ -1,5 +1,5 @@
 """Backbones for transfer learning: a ``keras.applications`` network or a saved Keras model,
-cut into stages, with the layers that adapt the model's images to what it was trained on.
+cut into stages, behind the layers (``adapters``) that adapt the model's images to what it was trained on.
 
 A backbone's *stages* are found in its graph, whatever its family: a layer is a possible cut
 point when everything after it depends on the rest only through its output (the end of a
@@ -10,14 +10,13 @@ before the feature map's resolution changes. ResNet50's stages so found end at `
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-from keras import ops
 
+from automl.blocks.adapters import AdaptChannels, ApplicationInput
 from automl.config import Backbone, TrialConfig
 from automl.errors import ArchitectureError, SpaceError
 from automl.saving import load_model
@@ -25,7 +24,6 @@ from automl.space import SearchSpace
 
 NAME = "backbone"  # the nested model's name in the models built on it
 MIN_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}  # else keras.applications' 32
-APPLICATION_PIXELS = 255.0  # applications take 0-255 pixels; the models here feed them [0, 1]
 AUTOML_INPUT_LAYERS = ("rescale", "aug_")  # an automl model's own pixel scaling and augmentation
 
 
@@ -33,42 +31,6 @@ AUTOML_INPUT_LAYERS = ("rescale", "aug_")  # an automl model's own pixel scaling
 class Stage:
     end: str  # the name of its last layer: its output is the stage's output
     layers: tuple[keras.layers.Layer, ...]
-
-
-@keras.saving.register_keras_serializable(package="automl")
-class AdaptChannels(keras.layers.Layer):
-    """Repeats a grey channel for a colour backbone, or averages colours for a grey one."""
-
-    def __init__(self, channels: int, **kwargs):
-        super().__init__(**kwargs)
-        self.channels = channels
-
-    def call(self, x):
-        if x.shape[-1] == 1:
-            return ops.repeat(x, self.channels, axis=-1)
-        return ops.mean(x, axis=-1, keepdims=True)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.channels)
-
-    def get_config(self):
-        return {**super().get_config(), "channels": self.channels}
-
-
-@keras.saving.register_keras_serializable(package="automl")
-class ApplicationInput(keras.layers.Layer):
-    """[0, 1] pixels to the input a ``keras.applications`` network was trained on."""
-
-    def __init__(self, application: str, **kwargs):
-        super().__init__(**kwargs)
-        self.application = application
-        self.preprocess = _application_module(application).preprocess_input
-
-    def call(self, x):
-        return self.preprocess(x * APPLICATION_PIXELS)
-
-    def get_config(self):
-        return {**super().get_config(), "application": self.application}
 
 
 def attach(x, spec: Backbone):
@@ -200,10 +162,6 @@ def _application(spec: Backbone, side: int) -> keras.Model:
         raise ArchitectureError(
             f"backbone {spec.source}: its ImageNet weights are not in the Keras cache ({cache}) and could not be "
             f"downloaded ({type(exc).__name__}); copy them there or give weights: PATH") from None
-
-
-def _application_module(name: str):
-    return importlib.import_module(getattr(keras.applications, name).__module__)
 
 
 def _model_file(spec: Backbone) -> keras.Model:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import keras
@@ -32,14 +33,29 @@ class Finding:
 def plain(config: TrialConfig) -> TrialConfig:
     """The configuration without regularization or augmentation, on a constant LR: what the
     sanity and overfit checks train, so nothing hides whether the model itself can learn."""
+    data = _steady(config)
+    data["regularization"] = {}
+    data["training"]["optimizer"]["weight_decay"] = None if data["training"]["optimizer"]["name"] != "adamw" else 0.0
+    return TrialConfig.model_validate(data)
+
+
+def swept(config: TrialConfig) -> TrialConfig:
+    """What the LR range test trains: the steady configuration with its own weight decay and
+    L1/L2 kept. They set how far a step moves the (batch-normalized) weights, so the best rate
+    depends on them: Smith (2018) sweeps with the weight decay the training will use."""
+    return TrialConfig.model_validate(_steady(config))
+
+
+def _steady(config: TrialConfig) -> dict:
+    """``config``'s fields without dropout, stochastic depth, label smoothing or augmentation, on
+    a constant LR to the end: noise that would blur the losses the checks read."""
     data = config.model_dump()
     data["model"]["head"]["dropout"] = 0.0
-    data["regularization"] = {}
+    data["regularization"].update(stochastic_depth=0.0, label_smoothing=0.0)
     data["augmentation"] = {}
     data["training"]["schedule"] = {"name": "constant"}
     data["training"]["early_stopping"] = None
-    data["training"]["optimizer"]["weight_decay"] = None if data["training"]["optimizer"]["name"] != "adamw" else 0.0
-    return TrialConfig.model_validate(data)
+    return data
 
 
 def _cross_entropy(probs: np.ndarray, y: np.ndarray) -> float:
@@ -72,11 +88,12 @@ def check_initial_loss(config: TrialConfig, data: Dataset, samples: int = 512, s
 
 
 def check_overfit(config: TrialConfig, data: Dataset, batches: int = 8, max_epochs: int = 60,
-                  seed: int = 0) -> Finding:
+                  seed: int = 0, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Finding:
     """Train without regularization on ``batches`` batches: a healthy setup memorizes them.
 
     Also compares with validation accuracy: memorized but at chance on unseen data means the
-    labels carry no signal about the images (e.g. shuffled against them).
+    labels carry no signal about the images (e.g. shuffled against them). ``callbacks`` see the
+    training, as in ``lr_range_test``.
     """
     keras.utils.set_random_seed(seed)
     cfg = plain(config)
@@ -89,7 +106,7 @@ def check_overfit(config: TrialConfig, data: Dataset, batches: int = 8, max_epoc
                   loss="categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x, keras.utils.to_categorical(y, data.num_classes), batch_size=cfg.training.batch_size,
                         epochs=max_epochs, verbose=0,
-                        callbacks=[keras.callbacks.TerminateOnNaN(), _StopWhenMemorized()]).history
+                        callbacks=[keras.callbacks.TerminateOnNaN(), _StopWhenMemorized(), *callbacks]).history
     losses, accuracy = history["loss"], history["accuracy"][-1]
     measured = {"subset": n, "epochs": len(losses), "first_loss": losses[0], "last_loss": losses[-1],
                 "train_accuracy": accuracy}
@@ -141,11 +158,12 @@ class LRRange:
 
 
 def lr_range_test(config: TrialConfig, data: Dataset, min_lr: float = 1e-6, max_lr: float = 10.0,
-                  steps: int = 150, seed: int = 0) -> LRRange:
+                  steps: int = 150, seed: int = 0, callbacks: Sequence[keras.callbacks.Callback] = ()) -> LRRange:
     """An exponential LR sweep over ``steps`` batches (Smith 2017): the loss falls fastest a
-    little below the rate where it starts to blow up. Small weight decay stays on."""
+    little below the rate where it starts to blow up. The configuration's own small weight decay
+    and L1/L2 stay on (see ``swept``). ``callbacks`` see the sweep's training: what it trains."""
     keras.utils.set_random_seed(seed)
-    cfg = plain(config)
+    cfg = swept(config)
     batch = cfg.training.batch_size
     reps = math.ceil(steps * batch / len(data.x_train))
     x = np.concatenate([data.x_train] * reps)[: steps * batch]
@@ -155,7 +173,7 @@ def lr_range_test(config: TrialConfig, data: Dataset, min_lr: float = 1e-6, max_
     freeze_as_training_starts(model, cfg)
     model.compile(optimizer=make_optimizer(cfg.training.optimizer, sweep), loss="categorical_crossentropy")
     recorder = _BatchLosses()
-    model.fit(x, y, batch_size=batch, epochs=1, shuffle=True, verbose=0, callbacks=[recorder])
+    model.fit(x, y, batch_size=batch, epochs=1, shuffle=True, verbose=0, callbacks=[recorder, *callbacks])
     lrs = [min_lr * (max_lr / min_lr) ** (i / steps) for i in range(len(recorder.losses))]
     smooth, best, average = [], math.inf, 0.0
     for i, loss in enumerate(recorder.losses):  # exponential moving average, bias-corrected

@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
-from keras import ops
-from keras.optimizers.schedules import LearningRateSchedule
 
 from automl.blocks import backbone
 from automl.config import Backbone, TrialConfig
+from automl.training.schedules import PhaseSchedule
 
 
 @dataclass(frozen=True)
@@ -78,23 +77,3 @@ def phase_rate(rate, phase: Phase, steps_per_epoch: int):
     if phase.start == 0 and phase.lr_scale == 1.0:
         return rate
     return PhaseSchedule(rate, phase.start * steps_per_epoch, phase.lr_scale)
-
-
-@keras.saving.register_keras_serializable(package="automl")
-class PhaseSchedule(LearningRateSchedule):
-    """``schedule`` from step ``offset`` on, times ``scale``: one phase's part of the run's
-    schedule, for an optimizer that counts its steps from 0."""
-
-    def __init__(self, schedule: LearningRateSchedule, offset: int, scale: float):
-        self.schedule, self.offset, self.scale = schedule, offset, scale
-
-    def __call__(self, step):
-        return self.schedule(ops.cast(step, "float32") + float(self.offset)) * self.scale
-
-    def get_config(self):
-        return {"schedule": keras.saving.serialize_keras_object(self.schedule), "offset": self.offset,
-                "scale": self.scale}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["offset"], config["scale"])

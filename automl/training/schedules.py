@@ -1,8 +1,8 @@
 """Learning-rate schedules in epochs, turned into Keras step-based schedules.
 
 Keras provides the decays (PiecewiseConstant, Exponential, Cosine with warmup, CosineRestarts,
-Polynomial); the two small classes here add what it lacks: inverse square root decay and a
-linear warmup in front of any schedule.
+Polynomial); the small classes here add what it lacks: inverse square root decay, a linear
+warmup in front of any schedule, and one fine-tuning phase's part of a schedule.
 """
 
 from __future__ import annotations
@@ -63,6 +63,26 @@ class LinearWarmup(LearningRateSchedule):
     @classmethod
     def from_config(cls, config):
         return cls(keras.saving.deserialize_keras_object(config["after"]), config["warmup_steps"])
+
+
+@keras.saving.register_keras_serializable(package="automl")
+class PhaseSchedule(LearningRateSchedule):
+    """``schedule`` from step ``offset`` on, times ``scale``: one phase's part of the run's
+    schedule, for an optimizer that counts its steps from 0."""
+
+    def __init__(self, schedule: LearningRateSchedule, offset: int, scale: float):
+        self.schedule, self.offset, self.scale = schedule, offset, scale
+
+    def __call__(self, step):
+        return self.schedule(ops.cast(step, "float32") + float(self.offset)) * self.scale
+
+    def get_config(self):
+        return {"schedule": keras.saving.serialize_keras_object(self.schedule), "offset": self.offset,
+                "scale": self.scale}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["offset"], config["scale"])
 
 
 def base_learning_rate(training: Training) -> float:

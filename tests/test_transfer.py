@@ -361,14 +361,13 @@ def test_weights_that_do_not_load_are_one_clear_error(tmp_path, digit_backbone):
 
 
 def test_tune_reads_a_trained_backbone_only(tmp_path, digit_backbone):
-    from automl.recipe.settings import TuneSettings
-    from automl.recipe.tune import Tune
+    from automl.recipe.outcomes import Outcomes
+    from automl.recipe.plan import plan
 
     def stages(weights: str) -> list[str]:
         space = tmp_path / f"{weights}.yaml"
         space.write_text(f"model: {{backbone: {{source: {digit_backbone}, weights: {weights}, trainable: all}}}}\n")
-        return Tune(TuneSettings(str(space), storage=f"journal:{tmp_path}/{weights}.journal",
-                                 tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", out=str(tmp_path / "out"))).stages
+        return [stage.name for stage in plan(SearchSpace.load(space), Outcomes())]
 
     assert stages("pretrained")[0] == "transfer"
     assert stages("random")[0] == "sanity"  # untrained: no features to probe, trained from scratch

@@ -242,3 +242,12 @@ def test_a_bad_space_exits_2_before_anything_is_written(tmp_path, write_space, c
     assert not (tmp_path / "j.journal").exists() and not (tmp_path / "m.db").exists()
 
 
+
+
+@pytest.mark.parametrize("options, named", [(["--backend", "keras-tuner", "--workers", "2"], "--workers"),
+                                            (["--sampler", "bayesian"], "--sampler"), (["--until", "nope"], "--until")])
+def test_options_the_searches_would_refuse_are_refused_before_anything_runs(tmp_path, capsys, options, named):
+    assert _tune(tmp_path, "--space", str(SPACES / "quick.yaml"), "--data", "digits", *options) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"automl: error: {named}")
+    assert not (tmp_path / "j.journal").exists() and not (tmp_path / "m.db").exists()

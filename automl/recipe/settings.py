@@ -49,6 +49,18 @@ class TuneSettings:
             self.workers = len(self.gpus)
         if self.sampler is None:
             self.sampler = "tpe" if self.backend == "optuna" else "bayesian"
+        # what the search stages would refuse, refused before the checks spend the budget
+        if self.backend == "optuna":
+            from automl.hpo.strategies import PRUNERS, SAMPLERS
+
+            if self.sampler not in SAMPLERS:
+                raise UserError(f"--sampler: unknown sampler '{printable(self.sampler)}'; use one of "
+                                f"{', '.join(SAMPLERS)}")
+            if self.pruner not in PRUNERS:
+                raise UserError(f"--pruner: unknown pruner '{printable(self.pruner)}'; use one of {', '.join(PRUNERS)}")
+        elif self.workers > 1 or self.recycle is not None:
+            raise UserError("--workers, --recycle and --gpus run Optuna workers; the keras-tuner backend runs in one "
+                            "process")
 
     @property
     def direction(self) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from automl import preflight
 from automl import settings as defaults
+from automl.hpo.hooks import SearchHooks
 from automl.hpo.settings import SearchSettings
 
 if TYPE_CHECKING:
@@ -39,23 +40,25 @@ def _checked_data(settings, study: str | None, sizes: bool = True) -> Dataset:
     return data
 
 
-def search(space: str, data: str = "digits", **options) -> optuna.Study:
-    """Run (or resume) a search; options are the fields of SearchSettings (trials, epochs, backend...)."""
+def search(space: str, data: str = "digits", hooks: SearchHooks | None = None, **options) -> optuna.Study:
+    """Run (or resume) a search; options are the fields of SearchSettings (trials, epochs, backend...),
+    ``hooks`` what a caller adds to it (automl/hpo/hooks.py: first trials, MLflow run, trial callbacks)."""
     settings = SearchSettings(space=str(space), data=str(data), **options)
     loaded = _checked_data(settings, options.get("study"))
     from automl.hpo.driver import run_search
 
-    return run_search(settings, loaded)
+    return run_search(settings, loaded, hooks)
 
 
-def create_study(space: str, data: str = "digits", **options) -> tuple[optuna.Study, bool]:
-    """Create a search for workers (``automl worker``) to run, running no trial; options as for
-    ``search``. Returns the study and whether it is new."""
+def create_study(space: str, data: str = "digits", hooks: SearchHooks | None = None,
+                 **options) -> tuple[optuna.Study, bool]:
+    """Create a search for workers (``automl worker``) to run, running no trial; options and hooks
+    as for ``search``. Returns the study and whether it is new."""
     settings = SearchSettings(space=str(space), data=str(data), **options)
     loaded = _checked_data(settings, options.get("study"))
     from automl.hpo.driver import create_search
 
-    return create_search(settings, loaded)
+    return create_search(settings, loaded, hooks)
 
 
 def tune(space: str, data: str = "digits", **options) -> optuna.Study:

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
@@ -79,10 +80,15 @@ def _search_arguments(parser: argparse.ArgumentParser) -> None:
                              "hyperband")
     parser.add_argument("--pruner", default="hyperband", metavar="NAME",
                         help="optuna: hyperband (default), median, successive-halving, none")
-    parser.add_argument("--trials", type=_positive_int, default=20, help="target of finished trials in the study")
+    parser.add_argument("--trials", type=_positive_int,
+                        help="target of finished trials in the study (default 20; with --timeout, none: trials run "
+                             "until the time is up)")
     parser.add_argument("--epochs", type=_positive_int, help="per trial (default: each configuration's epochs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--objective", choices=("val_accuracy", "val_loss"), default="val_accuracy")
+    parser.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                        help="wall-clock bound of the search from its start, for every worker: no trial starts after "
+                             "it, and running ones are pruned (once a trial has completed)")
     parser.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU speed)")
     parser.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
 
@@ -121,9 +127,6 @@ def _parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", parents=[common], help="search a space on a data set")
     _search_arguments(search)
     search.add_argument("--backend", choices=("optuna", "keras-tuner"), default="optuna")
-    search.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
-                        help="wall-time bound of this run: no trial starts after it, and the running one is pruned "
-                             "(once a trial has completed)")
     search.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     _worker_arguments(search)
 
@@ -137,8 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", parents=[common], help="join a search: run trials until its target",
                                  description="Run trials of a search started by automl search or automl study "
                                              "create, from this or any machine that reaches the storage "
-                                             "(PostgreSQL or MySQL across machines). Any number of workers may "
-                                             "join.")
+                                             "(PostgreSQL or MySQL across machines), until its target or its "
+                                             "--timeout. Any number of workers may join.")
     worker.add_argument("--study", required=True, metavar="NAME")
     worker.add_argument("--storage", metavar="URL", help="Optuna storage (default: journal:automl.journal)")
     worker.add_argument("--tracking-uri", metavar="URI", help="MLflow (default: sqlite:///mlflow.db)")
@@ -283,11 +286,15 @@ def cmd_train(args) -> None:
           f"{result.params:,} params, {result.seconds:.1f} s; saved to {out}/")
 
 
+def _trials(args) -> int | None:
+    return args.trials or (None if args.timeout else 20)
+
+
 def cmd_search(args) -> None:
     from automl.api import search
 
     search(args.space, args.data, study=args.study, storage=args.storage, tracking_uri=args.tracking_uri,
-           out=args.out, backend=args.backend, sampler=args.sampler, pruner=args.pruner, trials=args.trials,
+           out=args.out, backend=args.backend, sampler=args.sampler, pruner=args.pruner, trials=_trials(args),
            timeout=args.timeout, epochs=args.epochs, seed=args.seed, objective=args.objective,
            image_size=args.image_size, verbose=not args.quiet, workers=args.workers, recycle=args.recycle,
            gpus=args.gpus, mixed_precision=args.mixed_precision, jit_compile=args.jit_compile)
@@ -297,16 +304,20 @@ def cmd_create_study(args) -> None:
     from automl.api import create_study
     from automl.secrets import masked
 
+    trials = _trials(args)
     study, new = create_study(args.space, args.data, study=args.study, storage=args.storage,
                               tracking_uri=args.tracking_uri, out=args.out, sampler=args.sampler, pruner=args.pruner,
-                              trials=args.trials, epochs=args.epochs, seed=args.seed, objective=args.objective,
-                              image_size=args.image_size, mixed_precision=args.mixed_precision,
-                              jit_compile=args.jit_compile)
+                              trials=trials, timeout=args.timeout, epochs=args.epochs, seed=args.seed,
+                              objective=args.objective, image_size=args.image_size,
+                              mixed_precision=args.mixed_precision, jit_compile=args.jit_compile)
+    from automl.hpo.records import search_deadline
     from automl.hpo.study import finished_count
 
-    done = finished_count(study)
-    print(f"study {study.study_name}: {'created' if new else f'exists ({done} finished trials)'}, target "
-          f"{args.trials} finished trials; run its trials with: automl worker --study {study.study_name}"
+    done, deadline = finished_count(study), search_deadline(study)
+    ends = [f"target {trials} finished trials"] if trials else []
+    ends += [f"deadline {datetime.fromtimestamp(deadline):%H:%M:%S}"] if deadline else []
+    print(f"study {study.study_name}: {'created' if new else f'exists ({done} finished trials)'}, "
+          f"{' or '.join(ends)}; run its trials with: automl worker --study {study.study_name}"
           f"{' --storage ' + masked(args.storage) if args.storage else ''}"
           f"{' --tracking-uri ' + masked(args.tracking_uri) if args.tracking_uri else ''}")
 
@@ -315,10 +326,12 @@ def cmd_worker(args) -> None:
     from automl import settings as defaults
     from automl.hpo.workers import run_worker
 
-    ran = run_worker(args.study, defaults.storage_url(args.storage), defaults.tracking_uri(args.tracking_uri),
-                     seed=args.seed, recycle=args.recycle, timeout=args.timeout, gpu=args.gpu, verbose=not args.quiet)
+    ran, over = run_worker(args.study, defaults.storage_url(args.storage), defaults.tracking_uri(args.tracking_uri),
+                           seed=args.seed, recycle=args.recycle, timeout=args.timeout, gpu=args.gpu,
+                           verbose=not args.quiet)
     where = f" on GPU {args.gpu}" if args.gpu is not None else ""
-    print(f"worker {os.getpid()}{where}: ran {ran} trials of {args.study}", flush=True)
+    why = f": the search is over ({over})" if over else ""
+    print(f"worker {os.getpid()}{where}: ran {ran} trials of {args.study}{why}", flush=True)
 
 
 def cmd_tune(args) -> None:

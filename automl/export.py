@@ -13,7 +13,8 @@ from importlib import metadata
 from pathlib import Path
 
 from automl.errors import UserError
-from automl.hpo.results import best_trial
+from automl.hpo import records
+from automl.hpo.records import StudyInfo, TrialRecord
 from automl.hpo.storage import load_study
 from automl.saving import load_model
 from automl.secrets import masked
@@ -35,10 +36,11 @@ def _versions() -> dict[str, str]:
 def export_study(study_name: str, storage: str, out: str | Path) -> Path:
     """Write the best trial's model and metadata to ``out``; returns the folder."""
     study = load_study(study_name, storage)
-    best = best_trial(study)
+    best = records.best_trial(study)
     if best is None:
         raise UserError(f"--study {study_name}: no completed trial with a saved model to export yet")
-    source = Path(best.user_attrs["model_path"])
+    record = TrialRecord.of(best)
+    source = Path(record.model_path)
     if not source.is_file():
         raise UserError(f"{source}: the best trial's model file is missing (was the --out folder moved?)")
     out = Path(out)
@@ -52,19 +54,19 @@ def export_study(study_name: str, storage: str, out: str | Path) -> Path:
         model = load_model(out / "model.keras")
         model.export(str(out / "saved_model"), format="tf_saved_model", verbose=False)
         formats.append("tf_saved_model")
-    attrs = study.user_attrs
+    made = StudyInfo.of(study)
     info = {
         "study": study_name,
         "storage": masked(storage),  # where it came from; the password is given again, never stored
         "trial": best.number,
-        "objective": attrs.get("objective"),
+        "objective": made.objective,
         "value": best.value,
-        "metrics": {**best.user_attrs.get("metrics", {}), **_test_metrics(attrs, best.number)},
-        "config": best.user_attrs["config"],
-        "data": attrs.get("data"),
-        "input_shape": attrs.get("input_shape"),
-        "class_names": attrs.get("class_names") or [str(i) for i in range(attrs.get("num_classes", 0))],
-        "preprocessing": {"pixel_scale": attrs.get("pixel_scale"), "inside_model": True,
+        "metrics": {**record.metrics, **_test_metrics(records.best_test(study), best.number)},
+        "config": record.config,
+        "data": made.data,
+        "input_shape": made.input_shape,
+        "class_names": made.class_names or [str(i) for i in range(made.num_classes or 0)],
+        "preprocessing": {"pixel_scale": made.pixel_scale, "inside_model": True,
                           "input": "raw pixel values, resized to input_shape"},
         "formats": formats,
         "versions": _versions(),
@@ -73,7 +75,7 @@ def export_study(study_name: str, storage: str, out: str | Path) -> Path:
     return out
 
 
-def _test_metrics(attrs: dict, trial: int) -> dict:
+def _test_metrics(tested: dict | None, trial: int) -> dict:
     """The search's one test of its best model (a tune's final model carries its own)."""
-    tested = attrs.get("best_test") or {}
+    tested = tested or {}
     return {k: v for k, v in tested.items() if k != "trial"} if tested.get("trial") == trial else {}

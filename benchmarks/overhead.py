@@ -261,8 +261,8 @@ def instrument(rec: Recorder) -> None:
     # the search around the trial loop
     w(driver, "open_study", "search/open_study", "automl.hpo.driver.open_study")
     w(driver.Tracker, "__init__", "search/mlflow_tracker", "automl.tracking.Tracker.__init__ (MLflow store set-up)")
-    w(driver, "begin_search_run", "search/begin_run", "automl.hpo.driver.begin_search_run")
-    w(driver, "end_search_run", "search/end_run", "automl.hpo.driver.end_search_run")
+    w(driver, "begin_search_run", "search/begin_run", "automl.hpo.search_run.begin_search_run")
+    w(driver, "end_search_run", "search/end_run", "automl.hpo.search_run.end_search_run")
     w(tracking.Tracker, "log_best_model", "search/log_best_model", "automl.tracking.Tracker.log_best_model")
     w(driver, "print_top_trials", "search/print_top", "automl.hpo.driver.print_top_trials")
 
@@ -297,7 +297,7 @@ def instrument(rec: Recorder) -> None:
     w(SearchSpace, "sample", "optuna_sample", "automl.space.SearchSpace.sample (trial.suggest_*)")
     w(optuna.Trial, "set_user_attr", "optuna_set_user_attr", "optuna.Trial.set_user_attr")
     w(backend, "finished_count", "optuna_finished_count", "automl.hpo.optuna_backend.finished_count")
-    w(trial_module, "trial_attrs", "trial_attrs", "automl.hpo.trial.trial_attrs")
+    w(backend, "trial_record", "trial_record", "automl.hpo.trial.trial_record")
     w(keras.backend, "clear_session", "clear_session", "keras.backend.clear_session")
     w(trial_module.TrialConfig, "model_validate", "validate_config", "TrialConfig.model_validate")
     w(tracking.TrialRun, "__init__", "mlflow_start_run",
@@ -350,6 +350,8 @@ def run_automl(args) -> dict:
     import optuna
 
     from automl.hpo.driver import run_search
+    from automl.hpo.hooks import SearchHooks
+    from automl.hpo.records import TrialRecord
     from automl.hpo.settings import SearchSettings
 
     data = load_data(args.data, args.subset)
@@ -360,34 +362,35 @@ def run_automl(args) -> dict:
     settings = SearchSettings(
         space=SPACE, data=args.data, study=f"overhead-{args.data}", storage=f"journal:{folder}/automl.journal",
         tracking_uri=f"sqlite:///{folder}/mlflow.db", out=str(folder / "out"), trials=args.trials,
-        epochs=args.epochs, pruner=args.pruner, seed=0, verbose=False, first_trials=[params] * args.trials,
+        epochs=args.epochs, pruner=args.pruner, seed=0, verbose=False,
     )
     start = time.perf_counter()
-    study = run_search(settings, data)
+    study = run_search(settings, data, SearchHooks(first_trials=[params] * args.trials))
     search_s = time.perf_counter() - start
 
     trials = []
     for t in sorted(study.trials, key=lambda t: t.number):
+        record = TrialRecord.of(t)
         b = rec.buckets.get(str(t.number), {})
         inc = rec.inclusive.get(str(t.number), {})
         fit_s = inc.get("model_fit", 0.0)
         trials.append({
-            "trial": t.number, "state": t.state.name, "config_is_default": t.user_attrs.get("config") == config,
+            "trial": t.number, "state": t.state.name, "config_is_default": record.config == config,
             "objective_s": inc.get("objective", 0.0),
             "optuna_start_to_complete_s": (t.datetime_complete - t.datetime_start).total_seconds(),
-            "user_attr_trial_seconds": t.user_attrs.get("trial_seconds"),
-            "user_attr_fit_seconds": t.user_attrs.get("fit_seconds"),
+            "user_attr_trial_seconds": record.trial_seconds,
+            "user_attr_fit_seconds": record.fit_seconds,
             "model_fit_s": fit_s,
             "objective_cpu_s": rec.cpu.get(str(t.number), {}).get("objective", 0.0),
             "model_fit_cpu_s": rec.cpu.get(str(t.number), {}).get("model_fit", 0.0),
             "regions": b, "inclusive": inc, "cpu": rec.cpu.get(str(t.number), {}),
             "calls": rec.calls.get(str(t.number), {}),
             "epochs": rec.epochs.get(t.number, []),
-            "val_accuracy": (t.user_attrs.get("history") or {}).get("val_accuracy", [None])[-1],
+            "val_accuracy": record.history.get("val_accuracy", [None])[-1],
         })
     between = rec.buckets["between"]
     loop_s = rec.inclusive["between"].get("trial_loop", 0.0)
-    return {"data": data.describe(), "params": study.trials[0].user_attrs.get("params"),
+    return {"data": data.describe(), "params": TrialRecord.of(study.trials[0]).params,
             "search_s": search_s, "trial_loop_s": loop_s, "between": between, "search": rec.buckets["search"],
             "between_cpu_s": rec.cpu["between"].get("trial_loop", 0.0)
             - sum(rec.cpu.get(str(t.number), {}).get("objective", 0.0) for t in study.trials),
@@ -430,7 +433,7 @@ LABELS = {  # what each region is; unlisted ones are named by their wrapped func
     "mlflow_start_run": "TrialRun.__init__ besides MLflow calls (flatten, YAML)",
     "mlflow_finish": "TrialRun.finish besides MLflow calls", "mlflow_curves_upload": "_log_learning_curves besides "
     "the calls below (temp dir)", "curves_draw": "plots.learning_curves (matplotlib figure)",
-    "curves_save_png": "plots.save (savefig PNG)", "trial_attrs": "trial_attrs", "gc_after_trial": "gc.collect "
+    "curves_save_png": "plots.save (savefig PNG)", "trial_record": "trial_record", "gc_after_trial": "gc.collect "
     "by Optuna after each trial (gc_after_trial=True)", "trial_loop": "optimize(): sampler, callbacks, Optuna's loop",
     "fit/evaluate": "validation (model.evaluate inside fit)", "fit/mlflow_log_epoch": "MlflowEpochs besides log_batch",
     "fit/pruning_report": "KerasPruningCallback besides storage", "fit/lr_logger": "LearningRateLogger",

@@ -60,6 +60,7 @@ def throughput(trials: int, epochs: int) -> list[dict]:
 def storage_overhead(trials: int, epochs: int) -> list[dict]:
     """What the storage costs a trial, without training: ask, the attributes a trial sets, one
     intermediate value per epoch, tell."""
+    from automl.hpo.records import TrialRecord
     from automl.hpo.storage import open_storage
     from tests.postgres import postgres_server
 
@@ -78,25 +79,28 @@ def storage_overhead(trials: int, epochs: int) -> list[dict]:
                 trial = study.ask()
                 trial.suggest_float("lr", 1e-4, 1e-1, log=True)
                 trial.suggest_categorical("family", ["vgg", "resnet"])
-                trial.set_user_attr("config", {"model": {"stages": [{"family": "vgg", "filters": 32}]}})
+                TrialRecord(config={"model": {"stages": [{"family": "vgg", "filters": 32}]}}).write(trial)
                 for epoch in range(epochs):
                     trial.report(0.5 + epoch / 100, epoch)
                     trial.should_prune()
-                for key in ("model_path", "metrics", "history", "worker"):
-                    trial.set_user_attr(key, {"value": 1.0})
+                TrialRecord(model_path="m.keras", metrics={"val_accuracy": 0.9}, worker="host:1",
+                            history={"val_accuracy": [0.5 + epoch / 100 for epoch in range(epochs)]}).write(trial)
                 study.tell(trial, 0.9)
             rows.append({"storage": name, "ms_per_trial": round(1000 * (time.perf_counter() - start) / trials, 1)})
     return rows
 
 
 def memory(trials: int, recycle: int) -> list[dict]:
+    from automl.hpo.records import TrialRecord
+
     rows = []
     for label, extra in (("in-process", []), (f"recycled every {recycle}", ["--recycle", str(recycle)])):
         with tempfile.TemporaryDirectory() as tmp:
             search(Path(tmp), "--trials", str(trials), "--epochs", "1", *extra)
             done = sorted(finished(Path(tmp)), key=lambda t: t.datetime_complete)
-            rss = [t.user_attrs["rss_mb"] for t in done if t.user_attrs.get("rss_mb")]
-            workers = {t.user_attrs.get("worker") for t in done}
+            kept = [TrialRecord.of(t) for t in done]
+            rss = [r.rss_mb for r in kept if r.rss_mb]
+            workers = {r.worker for r in kept}
         slope = float(np.polyfit(np.arange(len(rss)), rss, 1)[0]) if len(rss) > 2 else None
         rows.append({"run": label, "trials": len(done), "processes": len(workers), "rss_first_mb": rss[0],
                      "rss_last_mb": rss[-1], "rss_max_mb": max(rss), "growth_mb_per_trial": round(slope, 2)})

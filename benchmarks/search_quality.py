@@ -123,6 +123,8 @@ def run(command: list[str], folder: Path, budget: float, python_path: bool = Tru
 
 
 def automl_tune(folder: Path, args, split: Path) -> dict:
+    from automl.hpo.records import TrialRecord
+
     start, seconds, error = run([*AUTOML, "tune", "--space", args.space, "--data", args.data, "--budget",
                                  str(args.budget), "--study", STUDY, "--seed", str(args.seed), "--quiet"],
                                 folder, args.budget)
@@ -132,11 +134,11 @@ def automl_tune(folder: Path, args, split: Path) -> dict:
     tune = _study(STUDY, storage)
     final = tune.trials[0] if tune and tune.trials else None
     curve = _curve(trials, start)
-    metrics = final.user_attrs["metrics"] if final else {}
+    metrics = TrialRecord.of(final).metrics if final else {}
     if final:
         curve.append([round(final.datetime_complete.timestamp() - start, 1), metrics["val_accuracy"]])
     return {"test_accuracy": metrics.get("test_accuracy"), "trials": len(trials),
-            "epochs": _epochs(trials) + (final.user_attrs["epochs_run"] if final else 0),
+            "epochs": _epochs(trials) + (TrialRecord.of(final).epochs_run if final else 0),
             "wall_seconds": round(seconds, 1), "curve": curve, "error": error or None,
             "notes": "the last point is the final model's accuracy on its held-out tenth"}
 
@@ -146,11 +148,12 @@ def automl_search(*extra: str):
         start, seconds, error = run([*AUTOML, "search", "--space", args.space, "--data", args.data, "--trials",
                                      "100000", "--timeout", str(args.budget), "--study", STUDY, "--seed",
                                      str(args.seed), "--quiet", *extra], folder, args.budget)
+        from automl.hpo import records
+
         study = _study(STUDY, f"journal:{folder}/automl.journal")
         trials = study.trials if study else []
-        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        best = max(complete, key=lambda t: t.value) if complete else None
-        tested = (study.user_attrs.get("best_test") or {}) if study else {}
+        best = records.best_trial(study) if study else None
+        tested = (records.best_test(study) or {}) if study else {}
         return {"test_accuracy": tested.get("test_accuracy") if best and tested.get("trial") == best.number else None,
                 "trials": len(trials), "epochs": _epochs(trials), "wall_seconds": round(seconds, 1),
                 "curve": _curve(trials, start), "error": error or None,
@@ -230,7 +233,9 @@ def _curve(trials: list[optuna.trial.FrozenTrial], start: float) -> list[list[fl
 
 
 def _epochs(trials: list[optuna.trial.FrozenTrial]) -> int:
-    return sum(t.user_attrs.get("epochs_run", 0) for t in trials)
+    from automl.hpo.records import TrialRecord
+
+    return sum(TrialRecord.of(t).epochs_run or 0 for t in trials)
 
 
 # --- report -------------------------------------------------------------------------------

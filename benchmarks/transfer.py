@@ -144,21 +144,23 @@ def automl(command: list[str], folder: Path) -> None:
 
 def tune(folder: Path, data: Path, space: Path, budget: float, seed: int) -> dict:
     """One ``automl tune``; its final model's test accuracy and what its transfer stage chose."""
+    from automl.hpo import records
+    from automl.hpo.records import TrialRecord
     from automl.hpo.storage import load_study
 
     print(f"\n=== tune {space.name} on {data.name}: {budget:.0f} s ===", flush=True)
     automl(["tune", "--space", str(space), "--data", str(data), "--budget", str(budget), "--study", "tune",
             "--seed", str(seed), "--quiet"], folder)
     study = load_study("tune", f"journal:{folder}/automl.journal")
-    final = study.trials[0]
-    records = {k.removeprefix("stage:"): v for k, v in study.user_attrs.items() if k.startswith("stage:")}
-    result = {"test_accuracy": final.user_attrs["metrics"]["test_accuracy"],
-              "seconds": round(sum(r["seconds"] for r in records.values()), 1),
-              "final": records["final"]["summary"]}
-    if "transfer" in records:
-        result["transfer"] = {"cell": records["transfer"]["verdict"], "why": records["transfer"]["summary"],
-                              "probes": records["transfer"]["outputs"]["probes"]}
-    result["config"] = final.user_attrs["config"]["model"].get("backbone")
+    final = TrialRecord.of(study.trials[0])
+    stages = records.stage_records(study)
+    result = {"test_accuracy": final.metrics["test_accuracy"],
+              "seconds": round(sum(r["seconds"] for r in stages.values()), 1),
+              "final": stages["final"]["summary"]}
+    if "transfer" in stages:
+        result["transfer"] = {"cell": stages["transfer"]["verdict"], "why": stages["transfer"]["summary"],
+                              "probes": stages["transfer"]["outputs"]["probes"]}
+    result["config"] = final.config["model"].get("backbone")
     print(json.dumps({k: v for k, v in result.items() if k != "config"}), flush=True)
     return result
 

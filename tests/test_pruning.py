@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from automl.hpo.driver import run_search
+from automl.hpo.hooks import SearchHooks
 from automl.hpo.settings import SearchSettings
 
 LEARNS, HOPELESS = 3e-3, 1e-7
@@ -41,9 +42,9 @@ def _search(tmp_path, write_space, pruner: str, order: list[float], study: str) 
     settings = SearchSettings(
         space=str(write_space(SPACE)), data="digits", study=study, pruner=pruner, trials=len(order), epochs=EPOCHS,
         storage=f"journal:{tmp_path}/automl.journal", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-        out=str(tmp_path / "out"), verbose=False, log_model=False,
-        first_trials=[{"training.optimizer.learning_rate": lr} for lr in order])
-    trials = run_search(settings).trials
+        out=str(tmp_path / "out"), verbose=False)
+    hooks = SearchHooks(log_model=False, first_trials=[{"training.optimizer.learning_rate": lr} for lr in order])
+    trials = run_search(settings, hooks=hooks).trials
     assert [t.params["training.optimizer.learning_rate"] for t in trials] == order
     client = MlflowClient(settings.tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name(study).experiment_id])

@@ -16,6 +16,8 @@ import pytest
 from mlflow import MlflowClient
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+from automl.hpo import records
+from automl.hpo.records import TrialRecord
 from automl.hpo.storage import load_study
 from automl.hpo.study import FINISHED
 
@@ -56,6 +58,52 @@ def test_local_workers_one_per_gpu_share_the_study_and_are_recycled(tmp_path):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(int(r.data.tags["automl.trial"]) for r in children) == [t.number for t in study.trials]
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+TIMEOUT = 90.0  # the processes' start counts in it: three TensorFlow imports at once took 48 s on a busy host
+# After the deadline: the running trials end (1 epoch), then the last worker out and the search
+# close their runs, test the best model and log it. Seconds on a quiet machine; this allows for a busy one.
+CLOSING = 30.0
+
+
+@pytest.mark.slow
+def test_a_time_bounded_search_keeps_its_workers_until_the_deadline_and_a_worker_started_apart_joins(tmp_path):
+    """``automl search --timeout 90 --workers 2`` with no --trials, and ``automl worker`` started on
+    its own once the search has started: all three run trials and start none after the deadline the
+    study keeps; the search ends within a trial of it. A worker started later exits at once."""
+    storage = f"journal:{tmp_path}/automl.journal"
+    search = subprocess.Popen([*AUTOML, "search", "--space", str(SPACES / "quick.yaml"), "--data", "digits",
+                               "--epochs", "1", "--timeout", str(TIMEOUT), "--workers", "2", "--study", "timed"],
+                              cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for _ in range(240):  # the search has started: its deadline is in the study
+        if (tmp_path / "automl.journal").exists() and records.search_deadline(load_study("timed", storage)):
+            break
+        time.sleep(0.5)
+    joined = subprocess.Popen([*AUTOML, "worker", "--study", "timed", "--quiet"], cwd=tmp_path, env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output, _ = search.communicate(timeout=600)
+    ended = time.time()
+    assert search.returncode == 0, output[-3000:]
+    joined_output, _ = joined.communicate(timeout=120)
+    assert joined.returncode == 0, joined_output[-3000:]
+
+    study = load_study("timed", storage)
+    deadline, trials = records.search_deadline(study), study.trials
+    pool = {f"{socket.gethostname()}:{pid}" for pid in re.findall(r"worker (\d+) started", output)}
+    apart = f"{socket.gethostname()}:{joined.pid}"
+    assert len(pool) == 2  # the first two ran to the deadline: none had to be replaced
+    assert {TrialRecord.of(t).worker for t in trials} == pool | {apart}, output[-2000:] + joined_output[-1000:]
+    assert all(t.datetime_start.timestamp() <= deadline for t in trials)
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    longest = max(t.duration.total_seconds() for t in _finished(study))
+    assert ended - deadline <= longest + CLOSING, (ended - deadline, longest)
+
+    late = subprocess.run([*AUTOML, "worker", "--study", "timed"], cwd=tmp_path, env=ENV, capture_output=True,
+                          text=True, timeout=120)
+    assert late.returncode == 0 and re.fullmatch(
+        r"worker \d+: ran 0 trials of timed: the search is over \(its time ran out at \d\d:\d\d:\d\d\)",
+        late.stdout.strip()), late.stdout + late.stderr[-2000:]
+    assert len(study.trials) == len(load_study("timed", storage).trials)
 
 
 @pytest.fixture

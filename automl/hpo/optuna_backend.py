@@ -14,15 +14,25 @@ from optuna_integration import KerasPruningCallback
 
 from automl.config import TrialConfig
 from automl.data import Dataset
-from automl.errors import SearchStopped
+from automl.hpo.hooks import SearchHooks
 from automl.hpo.journal import StorageWriteError
 from automl.hpo.live import Live
 from automl.hpo.locks import process_slot
+from automl.hpo.records import TrialRecord
 from automl.hpo.settings import SearchSettings
 from automl.hpo.strategies import make_pruner, make_sampler
 from automl.hpo.study import FINISHED, finished_count
-from automl.hpo.trial import Outcome, freeze_long_lived, run_trial, run_trial_or_smaller, trial_attrs
-from automl.space import DefaultSuggester, OptunaSuggester, SearchSpace
+from automl.hpo.trial import (
+    FailureGuard,
+    Outcome,
+    first_values,
+    freeze_long_lived,
+    run_trial,
+    run_trial_or_smaller,
+    stop_time,
+    trial_record,
+)
+from automl.space import OptunaSuggester, SearchSpace
 from automl.tracking import Tracker
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -42,71 +52,19 @@ class TimeUp(keras.callbacks.Callback):
             raise optuna.TrialPruned(f"the search's time ran out after epoch {epoch + 1}")
 
 
-class TooSlow(keras.callbacks.Callback):
-    """Prunes a trial that trains fewer than ``floor`` images per second, measured in its first
-    epoch after a few batches (the first include tracing) for a few seconds or to the epoch's
-    end. A tune's search stages set the floor from the speed its final training needs: a slower
-    configuration could not be the final model, so its trial stops within seconds."""
-
-    SKIPPED, MEASURED = 5, 3.0  # batches before the clock starts; seconds measured at most
-
-    def __init__(self, floor: float, batch_size: int):
-        super().__init__()
-        self.floor, self.batch_size = floor, batch_size
-        self.start: float | None = None
-        self.measured: tuple[int, float] | None = None  # batches, seconds
-        self.done = False
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.done or batch < self.SKIPPED:
-            return
-        now = time.perf_counter()
-        if batch == self.SKIPPED:
-            self.start = now
-        elif self.start is not None:
-            self.measured = (batch - self.SKIPPED, now - self.start)
-            if now - self.start >= self.MEASURED:
-                self._judge()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.done and self.measured:
-            self._judge()
-        self.done = True
-
-    def _judge(self) -> None:
-        self.done = True
-        batches, seconds = self.measured
-        speed = batches * self.batch_size / seconds
-        if speed < self.floor:
-            raise optuna.TrialPruned(f"trains {speed:.0f} images/s, below the {self.floor:.0f} its final training "
-                                     "would need")
-
-
-class FailureGuard:
-    def __init__(self, limit: int):
-        self.limit, self.in_a_row, self.last_reason = limit, 0, ""
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == optuna.trial.TrialState.FAIL:
-            self.in_a_row += 1
-            self.last_reason = trial.user_attrs.get("fail_reason", "")
-            if self.in_a_row >= self.limit:
-                study.stop()
-        else:
-            self.in_a_row = 0
-
-
-def enqueue_first_trials(settings: SearchSettings, space: SearchSpace, study: optuna.Study) -> None:
-    """Known-reasonable first trials of a new study: the space's default configuration, or the given ones."""
+def enqueue_first_trials(first_trials: list[dict] | None, space: SearchSpace, study: optuna.Study) -> None:
+    """Known-reasonable first trials of a new study (see trial.first_values), queued in the study,
+    so that whichever process asks first runs them."""
     if not study.trials:
         by_name = {p.name: p for p in space.params}
-        for values in settings.first_trials or [space.suggest_all(DefaultSuggester())]:
+        for values in first_values(first_trials, space):
             study.enqueue_trial({n: OptunaSuggester.stored_value(by_name[n], v) for n, v in values.items()})
 
 
 def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study: optuna.Study, tracker: Tracker,
-             parent: str, live: Live) -> int:
-    """Run trials in this process until the study's target (or the timeout); returns how many ran."""
+             parent: str, live: Live, hooks: SearchHooks) -> int:
+    """Run trials in this process until the study's target (or the timeout); returns how many ran.
+    Of the ``hooks``, this takes the trial callbacks (the search's start queued its first trials)."""
     # A resumed search must not replay the seeded sampler's first suggestions, nor may two
     # processes on one study propose the same ones: each has its own slot (0 when alone).
     expected = settings.trials or 100  # a search bounded by time only: plan for many trials
@@ -115,8 +73,8 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
         seed = settings.seed + len(study.trials) + 7919 * process_slot(settings.storage, settings.study)
     study.sampler = make_sampler(settings.sampler, seed, expected)
     study.pruner = make_pruner(settings.pruner, settings.epochs)
-    guard = FailureGuard(limit=max(5, settings.trials // 2) if settings.trials else 5)
-    deadline = time.perf_counter() + settings.timeout if settings.timeout else None
+    guard = FailureGuard.for_search(settings.trials)
+    deadline = stop_time(settings, study)
     ran = 0
 
     def objective(trial: optuna.Trial) -> float:
@@ -124,31 +82,34 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
         ran += 1
         start = time.perf_counter()
         config = space.sample(OptunaSuggester(trial))
-        trial.set_user_attr("worker", WORKER)
+        TrialRecord(worker=WORKER).write(trial)
         pruning = [KerasPruningCallback(trial, settings.objective)] if settings.pruner != "none" else []
-        pruning += [TimeUp(study, deadline)] if deadline else []
-        if settings.min_images_per_second:
-            batch = TrialConfig.model_validate(config).training.batch_size  # the space may leave it to the default
-            pruning.append(TooSlow(settings.min_images_per_second, batch))
+        pruning += [TimeUp(study, deadline)] if deadline is not None else []
 
         def train(config: dict) -> Outcome:
-            trial.set_user_attr("config", config)
+            TrialRecord(config=config).write(trial)  # before training: a dead worker's trial shows what it ran
             return run_trial(settings, data, trial.number, config, tracker, parent, live,
-                             finished=finished_count(study), pruning=pruning, pruned_errors=(optuna.TrialPruned,))
+                             finished=finished_count(study), pruned_errors=(optuna.TrialPruned,),
+                             pruning=[*pruning, *hooks.callbacks(TrialConfig.model_validate(config))])
 
-        outcome, config, retried = run_trial_or_smaller(space, config, train, live, trial.number)
-        for key, value in retried.items():
-            trial.set_user_attr(key, value)
-        for key, value in trial_attrs(settings, trial.number, outcome, time.perf_counter() - start).items():
-            trial.set_user_attr(key, value)
+        outcome, config, oom_batch = run_trial_or_smaller(space, config, train, live, trial.number)
+        record = trial_record(settings, trial.number, outcome, time.perf_counter() - start)
+        record.oom_batch_size = oom_batch
+        record.write(trial)
         if outcome.pruned is not None:
             raise outcome.pruned
         if outcome.state == "FAIL":
             raise TrialFailedInStudy(outcome.reason)
         return outcome.value
 
-    callbacks = [MaxTrialsCallback(settings.trials, states=FINISHED), guard] if settings.trials else [guard]
-    if deadline:  # Optuna's timeout runs on its own clock, started a moment later: a trial TimeUp
+    def stop_on_failures(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if guard.saw(trial.state.name, TrialRecord.of(trial).fail_reason):
+            study.stop()
+
+    callbacks = [stop_on_failures]
+    if settings.trials:
+        callbacks.append(MaxTrialsCallback(settings.trials, states=FINISHED))
+    if deadline is not None:  # Optuna's timeout runs on its own clock, started a moment later: a trial TimeUp
         # pruned must not be followed by another one in that moment
         callbacks.append(lambda study, _: study.stop() if time.perf_counter() > deadline else None)
     freeze_long_lived()
@@ -156,7 +117,7 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
         study.optimize(
             objective,
             n_trials=settings.recycle,  # a recycled worker process exits after this many
-            timeout=settings.timeout,
+            timeout=None if deadline is None else deadline - time.perf_counter(),
             callbacks=callbacks,
             catch=(TrialFailedInStudy,),
         )
@@ -172,10 +133,9 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
                                     f"{str(root).splitlines()[0][:200]}); the trials it holds are kept: rerun "
                                     "the same command once it can be written") from None
         raise cause from None
-    if guard.in_a_row >= guard.limit:
-        raise SearchStopped(f"stopped after {guard.in_a_row} failed trials in a row; last: {guard.last_reason}")
+    guard.check()
     return ran
 
 
 class TrialFailedInStudy(Exception):
-    """Raised to Optuna so it records the trial as FAIL (the reason is in its user attrs)."""
+    """Raised to Optuna so it records the trial as FAIL (the reason is in its trial record)."""

@@ -1,4 +1,4 @@
-"""Reading a study back: the best trial and a table of all trials (pandas)."""
+"""Reading a study back: tables of its trials (pandas); the best trial is records.best_trial."""
 
 from __future__ import annotations
 
@@ -6,33 +6,23 @@ import optuna
 import pandas as pd
 
 from automl.hpo.live import Live
-
-
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The best COMPLETE trial that kept a model; None before the first one."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                if "model_path" in t.user_attrs]
-    if not complete:
-        return None
-    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-    return pick(complete, key=lambda t: t.value)
+from automl.hpo.records import TrialRecord, ranking
 
 
 def trials_frame(study: optuna.Study, varying_only: bool = False) -> pd.DataFrame:
     """One row per trial: number, state, value, duration, test accuracy, reason and the parameters."""
-    frame = study.trials_dataframe(attrs=("number", "state", "value", "duration", "params", "user_attrs"))
+    frame = study.trials_dataframe(attrs=("number", "state", "value", "duration", "params"))
     if frame.empty:
         return frame
-    frame["duration_s"] = frame.pop("duration").dt.total_seconds().round(1)
-    if "user_attrs_trial_seconds" in frame:  # mirrored KerasTuner trials have no timestamps of their own
-        frame["duration_s"] = frame["user_attrs_trial_seconds"].fillna(frame["duration_s"]).round(1)
-    metrics = frame.get("user_attrs_metrics")
-    if metrics is not None:
-        tests = [m.get("test_accuracy") if isinstance(m, dict) else None for m in metrics]
-        if any(t is not None for t in tests):  # a tune's searches keep the test split for the final model
-            frame["test_accuracy"] = tests
-    frame["reason"] = frame.get("user_attrs_fail_reason")
-    frame = frame.drop(columns=[c for c in frame.columns if c.startswith("user_attrs_")])
+    kept = {t.number: TrialRecord.of(t) for t in study.get_trials(deepcopy=False)}
+    rows = [kept[n] for n in frame["number"]]
+    measured = pd.Series([r.trial_seconds for r in rows], index=frame.index, dtype=float)
+    # Optuna's duration when the trial did not say (mirrored KerasTuner trials have no timestamps of their own)
+    frame["duration_s"] = measured.fillna(pd.to_timedelta(frame.pop("duration")).dt.total_seconds()).round(1)
+    tests = [r.metrics.get("test_accuracy") for r in rows]
+    if any(t is not None for t in tests):  # a tune's searches keep the test split for the final model
+        frame["test_accuracy"] = tests
+    frame["reason"] = [r.fail_reason for r in rows]
     params = [c for c in frame.columns if c.startswith("params_")]
     if varying_only:
         params = [c for c in params if frame[c].astype(str).nunique() > 1]
@@ -43,14 +33,13 @@ def trials_frame(study: optuna.Study, varying_only: bool = False) -> pd.DataFram
 
 
 def top_trials(study: optuna.Study, top: int = 5) -> pd.DataFrame:
-    """The best complete trials with the parameters that vary, named without their section
-    (model., training., ...) to keep the table narrow."""
+    """The best trials (records.ranking) with the parameters that vary, named without their
+    section (model., training., ...) to keep the table narrow."""
     frame = trials_frame(study, varying_only=True)
     if frame.empty:
         return frame
-    done = frame[frame["state"] == "COMPLETE"]
-    done = done.sort_values("value", ascending=study.direction == optuna.study.StudyDirection.MINIMIZE)
-    table = done.head(top).drop(columns=["reason"])
+    order = [t.number for t in ranking(study)[:top]]
+    table = frame.set_index("number", drop=False).loc[order].reset_index(drop=True).drop(columns=["reason"])
     table.columns = [str(c).split(".", 1)[-1] for c in table.columns]
     return table
 

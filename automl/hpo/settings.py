@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 from automl import settings as defaults
@@ -22,7 +23,7 @@ class SearchSettings:
     backend: str = "optuna"
     sampler: str | None = None  # default per backend: tpe (optuna), bayesian (keras-tuner)
     pruner: str = "hyperband"
-    trials: int | None = 20  # None: until the timeout (the recipe's searches)
+    trials: int | None = 20  # None: until the timeout
     timeout: float | None = None
     epochs: int | None = None  # per trial; default: each configuration's training.epochs
     seed: int = 0
@@ -37,16 +38,7 @@ class SearchSettings:
     sampler_seed: int | None = None  # a worker's own (default: seed + trials so far)
     mixed_precision: bool = False  # float16 compute, float32 weights (the output layer stays float32)
     jit_compile: bool = False  # XLA-compile every train step
-    # How a recipe stage runs a search (automl tune): the MLflow experiment and run to nest
-    # under, the parent run's name and tags, whether to log the best model there, and the
-    # parameter values of the first trials (default: the space's default configuration).
-    experiment: str | None = None  # default: the study name
-    nest_under: str | None = None
-    run_name: str | None = None
-    run_tags: dict[str, str] = field(default_factory=dict)
-    log_model: bool = True
-    first_trials: list[dict] | None = None
-    min_images_per_second: float | None = None  # a recipe stage prunes slower trials (see TooSlow)
+    experiment: str | None = None  # the MLflow experiment; default: the study name
 
     def __post_init__(self):
         self.storage = defaults.storage_url(self.storage)
@@ -56,6 +48,8 @@ class SearchSettings:
             self.study = f"{Path(self.space).stem}-{Path(self.data).stem}"
         if self.experiment is None:
             self.experiment = self.study
+        if self.trials is None and self.timeout is None:
+            raise UserError("--trials, --timeout: a search needs a target of finished trials, a time bound, or both")
         if self.gpus:
             self.workers = len(self.gpus)
         if self.pooled and self.backend != "optuna":
@@ -75,3 +69,13 @@ class SearchSettings:
 
     def trial_dir(self, number: int) -> Path:
         return Path(self.out) / self.study / f"trial-{number}"
+
+
+# What a worker takes from the study (automl/hpo/workers.py); storage and MLflow come from its
+# own command line, so each machine can reach them by its own address.
+SHARED = ("space", "data", "study", "experiment", "out", "backend", "sampler", "pruner", "trials", "epochs", "seed",
+          "objective", "image_size", "mixed_precision", "jit_compile")
+
+
+def shared_settings(settings: SearchSettings) -> dict:
+    return {k: v for k, v in dataclasses.asdict(settings).items() if k in SHARED}

@@ -1,7 +1,7 @@
 """The study behind a search: created once, then found again by name to resume or inspect.
 
-A study's user attributes hold what export and predict need later (data set, input shape,
-class names, pixel scale, objective) and the MLflow parent run to reopen on resume.
+A study keeps what it was made for (records.StudyInfo: what export and predict need later, and
+what a resumed search must match) and the MLflow parent run to reopen on resume.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import optuna
 
 from automl.data import Dataset
 from automl.errors import UserError
+from automl.hpo.records import StudyInfo
 from automl.hpo.settings import SearchSettings
 from automl.hpo.storage import open_storage
 
@@ -24,26 +25,21 @@ def open_study(settings: SearchSettings, data: Dataset) -> optuna.Study:
 
 
 def open_named_study(name: str, storage_url: str, direction: str, expected: dict, data: Dataset) -> optuna.Study:
-    """Create study ``name`` with ``expected`` and the data's description as user attributes, or
+    """Create study ``name`` made for ``expected`` (StudyInfo's identity fields) and the data, or
     load it when those match (a study is resumed only with the settings it was made with)."""
     storage = open_storage(storage_url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True)
-    attrs = study.user_attrs
-    if "space" not in attrs:
-        for key, value in {
-            **expected,
-            "input_shape": list(data.input_shape),
-            "num_classes": data.num_classes,
-            "class_names": data.class_names,
-            "pixel_scale": data.pixel_scale,
-        }.items():
-            study.set_user_attr(key, value)
+    info = StudyInfo.of(study)
+    if info.space is None:
+        StudyInfo(**expected, input_shape=list(data.input_shape), num_classes=data.num_classes,
+                  class_names=data.class_names, pixel_scale=data.pixel_scale).write(study)
         return study
     for key, value in expected.items():
-        if attrs.get(key) != value:
+        made = getattr(info, key)
+        if made != value:
             raise UserError(
-                f"--study {name}: this study was made with {key} {attrs.get(key)!r}, not {value!r}; "
+                f"--study {name}: this study was made with {key} {made!r}, not {value!r}; "
                 f"resume it with the same settings or choose another --study"
             )
     return study

@@ -1,4 +1,5 @@
-"""Run one trial for either backend: train, keep the model, log to MLflow, say how it went.
+"""Run one trial for either backend: train, keep the model, log to MLflow, say how it went; and
+what both backends' trial loops share (first trials, when to stop, failures in a row).
 
 The search algorithm (Optuna, KerasTuner) only hands over a configuration and gets back an
 outcome, so both backends share this code.
@@ -9,23 +10,28 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import optuna
 
 from automl.config import TrialConfig
 from automl.data import Dataset
-from automl.errors import ArchitectureError, TrialFailed
+from automl.errors import ArchitectureError, SearchStopped, TrialFailed, UserError
+from automl.hpo import records
 from automl.hpo.live import Live
+from automl.hpo.records import TrialRecord
 from automl.hpo.settings import SearchSettings
-from automl.space import SearchSpace
+from automl.space import FixedSuggester, SearchSpace
 from automl.tracking import Tracker, TrialRun
 from automl.training.fit import TrialResult, fit
 
 log = logging.getLogger(__name__)
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial
 
 
 @dataclass
@@ -116,17 +122,17 @@ def run_trial(
 
 
 def run_trial_or_smaller(space: SearchSpace, config: dict, train: Callable[[dict], Outcome],
-                         live: Live, number: int) -> tuple[Outcome, dict, dict]:
+                         live: Live, number: int) -> tuple[Outcome, dict, int | None]:
     """``train(config)``; when it runs out of memory, once more with half the batch, where the
     space offers that size (both backends). Returns the outcome, the configuration it trained
-    last and the user attributes that say so."""
+    last and the batch size that ran out of memory (None: no retry)."""
     outcome = train(config)
     smaller = halved_batch(space, config) if (outcome.reason or "").startswith("oom") else None
     if smaller is None:
-        return outcome, config, {}
+        return outcome, config, None
     batch = config["training"]["batch_size"]
     live.say(f"trial {number} ran out of memory at batch {batch}; retrying with batch {batch // 2}")
-    return train(smaller), smaller, {"oom_batch_size": batch}
+    return train(smaller), smaller, batch
 
 
 def halved_batch(space: SearchSpace, config: dict) -> dict | None:
@@ -157,16 +163,65 @@ def resident_mb() -> float | None:
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
-def trial_attrs(settings: SearchSettings, number: int, outcome: Outcome, seconds: float) -> dict:
-    """What a study keeps of a trial for export and `automl trials`."""
-    attrs = {"trial_seconds": round(seconds, 3), "mlflow_run_id": outcome.run_id, "rss_mb": resident_mb()}
-    if outcome.reason:
-        attrs["fail_reason"] = outcome.reason
+def trial_record(settings: SearchSettings, number: int, outcome: Outcome, seconds: float) -> TrialRecord:
+    """What a study keeps of a finished trial for export, `automl trials` and the recipe."""
+    record = TrialRecord(trial_seconds=round(seconds, 3), mlflow_run_id=outcome.run_id, rss_mb=resident_mb(),
+                         fail_reason=outcome.reason, worker=WORKER)
     if outcome.result is not None:
         r = outcome.result
-        attrs.update(model_path=str(settings.trial_dir(number) / "model.keras"), metrics=r.metrics,
-                     best_epoch=r.best_epoch, params=r.params, fit_seconds=round(r.fit_seconds, 3),
-                     epoch_seconds=[round(v, 3) for v in r.epoch_seconds],
-                     epochs_run=len(r.history.get("loss", [])),
-                     history={k: [float(f"{v:.5g}") for v in vals] for k, vals in r.history.items()})
-    return attrs
+        record.model_path = str(settings.trial_dir(number) / "model.keras")
+        record.metrics, record.best_epoch, record.params = r.metrics, r.best_epoch, r.params
+        record.fit_seconds = round(r.fit_seconds, 3)
+        record.epoch_seconds = [round(v, 3) for v in r.epoch_seconds]
+        record.epochs_run = len(r.history.get("loss", []))
+        record.history = {k: [float(f"{v:.5g}") for v in vals] for k, vals in r.history.items()}
+    return record
+
+
+def stop_time(settings: SearchSettings, study: optuna.Study) -> float | None:
+    """When, on ``time.perf_counter``'s clock, this process starts no more trials: at the search's
+    deadline (kept in the study from its start, so that every worker stops together) or at this
+    process's own timeout from now, whichever comes first; None: no time bound."""
+    now = time.perf_counter()
+    ends = [now + settings.timeout] if settings.timeout else []
+    deadline = records.search_deadline(study)
+    if deadline is not None:
+        ends.append(now + deadline - time.time())
+    return min(ends, default=None)
+
+
+def first_values(first_trials: list[dict] | None, space: SearchSpace) -> list[dict]:
+    """The parameter values of a search's first trials, as both backends run them: each given
+    set, the parameters it leaves out at their defaults, or else the default configuration."""
+    searched = {p.name for p in space.params}
+    for values in first_trials or []:
+        unknown = sorted(set(values) - searched)
+        if unknown:
+            raise UserError(f"first_trials: {', '.join(unknown)} not searched in {space.file} (searched: "
+                            f"{', '.join(sorted(searched))})")
+    return [space.suggest_all(FixedSuggester(values)) for values in first_trials or [{}]]
+
+
+class FailureGuard:
+    """Stops a search after ``limit`` failed trials in a row (a pruned trial is not a failure):
+    then the cause is not one configuration."""
+
+    def __init__(self, limit: int):
+        self.limit, self.in_a_row, self.last_reason = limit, 0, ""
+
+    @classmethod
+    def for_search(cls, trials: int | None) -> FailureGuard:
+        return cls(max(5, trials // 2) if trials else 5)
+
+    def saw(self, state: str, reason: str | None) -> bool:
+        """Count a finished trial; True when the search should stop."""
+        if state != "FAIL":
+            self.in_a_row = 0
+            return False
+        self.in_a_row, self.last_reason = self.in_a_row + 1, reason or ""
+        return self.in_a_row >= self.limit
+
+    def check(self) -> None:
+        """After the search's loop: raise if it was stopped by failures."""
+        if self.in_a_row >= self.limit:
+            raise SearchStopped(f"stopped after {self.in_a_row} failed trials in a row; last: {self.last_reason}")

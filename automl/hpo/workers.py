@@ -12,7 +12,6 @@ running on this machine until the target is reached, replacing each recycled one
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import signal
@@ -21,39 +20,48 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from datetime import datetime
 
 import optuna
 
 from automl import preflight
 from automl.errors import SearchStopped, UserError
+from automl.hpo import records
 from automl.hpo.settings import SearchSettings
 from automl.hpo.storage import load_study
 from automl.hpo.study import finished_count
 from automl.quiet import POOL_ENV
 
-SETTINGS_ATTR = "search_settings"
 MAX_DEATHS_IN_A_ROW = 3  # then the cause is not one trial: the pool stops
-# What a worker takes from the study; storage and MLflow come from its own command line, so
-# each machine can reach them by its own address.
-SHARED = ("space", "data", "study", "experiment", "out", "backend", "sampler", "pruner", "trials", "epochs", "seed",
-          "objective", "image_size", "mixed_precision", "jit_compile")
 
 
-def shared_settings(settings: SearchSettings) -> dict:
-    return {k: v for k, v in dataclasses.asdict(settings).items() if k in SHARED}
+def search_over(study: optuna.Study, trials: int | None) -> str | None:
+    """Why the search of ``study`` runs no more trials (its target reached, its time run out), or None."""
+    if trials is not None and finished_count(study) >= trials:
+        return f"its target of {trials} finished trials is reached"
+    deadline = records.search_deadline(study)
+    if deadline is not None and time.time() >= deadline:
+        return f"its time ran out at {datetime.fromtimestamp(deadline):%H:%M:%S}"
+    return None
 
 
 def worker_settings(study: optuna.Study, storage: str, tracking_uri: str | None, seed: int | None,
                     recycle: int | None, timeout: float | None, verbose: bool) -> SearchSettings:
-    stored = study.user_attrs.get(SETTINGS_ATTR)
+    """The search's settings as the study keeps them, with this worker's own: its storage and
+    MLflow addresses, sampler seed, recycling, and a timeout that ends at the search's deadline."""
+    stored = records.search_settings(study)
     if stored is None:
         raise UserError(f"--study {study.study_name}: not a search study (no search settings); start it with "
                         f"automl search or automl study create")
     if stored["backend"] != "optuna":
         raise UserError(f"--study {study.study_name}: workers run Optuna searches; this one is {stored['backend']}")
-    if stored["trials"] is None:  # e.g. a tune's coarse search: it ends when its tune says so
-        raise UserError(f"--study {study.study_name}: this search ends by time, not at a number of trials; "
-                        f"workers join searches started with --trials")
+    deadline = records.search_deadline(study)
+    if deadline is not None:
+        left = max(deadline - time.time(), 1.0)  # past it, search_over stops the worker first
+        timeout = min(timeout, left) if timeout else left
+    if stored["trials"] is None and timeout is None:  # a time-bounded search from before deadlines were kept
+        raise UserError(f"--study {study.study_name}: this search ends by time but records no deadline; give the "
+                        f"worker --timeout")
     if seed is None:  # distinct per machine and process, so workers do not propose the same trials
         seed = int(hashlib.sha256(f"{socket.gethostname()}:{os.getpid()}".encode()).hexdigest()[:7], 16)
     image_size = tuple(stored["image_size"]) if stored["image_size"] else None
@@ -65,21 +73,24 @@ def worker_settings(study: optuna.Study, storage: str, tracking_uri: str | None,
 
 def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, seed: int | None = None,
                recycle: int | None = None, timeout: float | None = None, gpu: str | None = None,
-               verbose: bool = True) -> int:
-    """Run trials of ``study_name`` in this process; returns how many it ran."""
+               verbose: bool = True) -> tuple[int, str | None]:
+    """Run trials of ``study_name`` in this process; returns how many it ran and, when it ran
+    none because the search was over already, why."""
     if gpu is not None:
         pin_gpu(gpu)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = load_study(study_name, storage)
+    over = search_over(study, (records.search_settings(study) or {}).get("trials"))
+    if over:
+        return 0, over
     settings = worker_settings(study, storage, tracking_uri, seed, recycle, timeout, verbose)
-    if finished_count(study) >= settings.trials:
-        return 0
     # before Keras loads, and before this worker takes a trial it could not record
     preflight.check_destinations(settings.out, settings.tracking_uri, settings.storage)
     from automl.data import load_dataset, without_test
-    from automl.hpo.driver import PARENT_ATTR, end_search_run
+    from automl.hpo.hooks import SearchHooks, from_specs
     from automl.hpo.live import Live
     from automl.hpo.optuna_backend import optimize
+    from automl.hpo.search_run import end_search_run
     from automl.space import SearchSpace
     from automl.tracking import Tracker
 
@@ -87,20 +98,21 @@ def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, s
     data = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
     live = Live(settings.trials, settings.objective, settings.direction, settings.verbose)
     tracker = Tracker(settings.tracking_uri, settings.experiment, create=False)
-    parent = study.user_attrs[PARENT_ATTR]
+    parent = records.parent_run(study)
     tracker.reopen_parent(parent)
+    hooks = SearchHooks(trial_callbacks=from_specs(records.trial_hooks(study)))  # the rest is the starter's
     status, ran = "KILLED", 0
     try:
         with precision(settings):
-            ran = optimize(settings, space, without_test(data), study, tracker, parent, live)
+            ran = optimize(settings, space, without_test(data), study, tracker, parent, live, hooks)
         status = "FINISHED"
-        return ran
+        return ran, None
     except Exception:
         status = "FAILED"
         raise
     finally:  # the last worker out closes the parent run (and the runs of trials whose worker died)
         recycled = settings.recycle is not None and ran >= settings.recycle
-        final = not recycled or finished_count(study) >= settings.trials
+        final = not recycled or search_over(study, settings.trials) is not None
         end_search_run(settings, study, tracker, parent, status, live, data, final=final)
 
 
@@ -126,7 +138,9 @@ def pin_gpu(gpu: str) -> None:
 
 
 class Pool:
-    """Keeps ``settings.workers`` worker processes running until the study reaches its target."""
+    """Keeps ``settings.workers`` worker processes running until the study reaches its target or
+    the search's deadline passes; then waits for the running ones, whose own deadline (the
+    study's) prunes their trials as in a single process."""
 
     def __init__(self, settings: SearchSettings, study: optuna.Study, say):
         self.settings, self.study, self.say = settings, study, say
@@ -134,15 +148,12 @@ class Pool:
         self.started = 0
         self.deaths, self.finished_at_death = 0, -1  # workers dead in a row, trials finished at the last death
         self.gpus = list(settings.gpus or [])
-        self.deadline = time.monotonic() + settings.timeout if settings.timeout else None
 
     def run(self) -> None:
         try:
             while True:
                 self._reap()
-                done = finished_count(self.study) >= self.settings.trials
-                late = self.deadline is not None and time.monotonic() > self.deadline
-                if done or late:
+                if search_over(self.study, self.settings.trials):
                     if not self.procs:
                         return
                 else:
@@ -160,8 +171,6 @@ class Pool:
                    "--seed", str(s.seed + 7919 * (self.started + 1))]
         if s.recycle:
             command += ["--recycle", str(s.recycle)]
-        if self.deadline is not None:
-            command += ["--timeout", f"{max(1.0, self.deadline - time.monotonic()):.0f}"]
         if gpu is not None:
             command += ["--gpu", gpu]
         return command + ([] if s.verbose else ["--quiet"])

@@ -161,7 +161,7 @@ class Tracker:
     def log_best_model(self, run_id: str, model_path: str, trial_number: int) -> None:
         """The best trial's model as an MLflow model of the parent run (the Keras 3 flavor), once
         per trial: a resumed search whose best did not change logs nothing again."""
-        if self.client.get_run(run_id).data.tags.get("automl.best_trial") == str(trial_number):
+        if self.best_model_logged(run_id, trial_number):
             return
         import keras
         import mlflow
@@ -183,6 +183,9 @@ class Tracker:
         finally:
             mlflow.set_tracking_uri(before)
         self.client.set_tag(run_id, "automl.best_trial", str(trial_number))
+
+    def best_model_logged(self, run_id: str, trial_number: int) -> bool:
+        return self.client.get_run(run_id).data.tags.get("automl.best_trial") == str(trial_number)
 
     def close_stale_children(self, parent_id: str, alive: Iterable[int]) -> int:
         """Close as FAILED the RUNNING child runs (trials, stages) whose trial is not running any more."""

@@ -171,7 +171,7 @@ def test_a_trial_slower_than_the_floor_is_pruned_in_its_first_epoch(digits, floo
     import optuna
 
     from automl.config import TrialConfig
-    from automl.hpo.optuna_backend import TooSlow
+    from automl.hpo.limits import TooSlow
     from automl.training.fit import fit
 
     config = TrialConfig.model_validate(SearchSpace.load(SPACES / "quick.yaml").default())

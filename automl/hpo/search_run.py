@@ -121,7 +121,7 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def _log_best_model(tracker: Tracker, parent: str, best: optuna.trial.FrozenTrial, live: Live) -> None:
-    if tracker.client.get_run(parent).data.tags.get("automl.best_trial") == str(best.number):
+    if tracker.best_model_logged(parent, best.number):
         return  # logged by an earlier run of this search
     record = TrialRecord.of(best)
     if Path(record.model_path).is_file():

@@ -140,8 +140,7 @@ class Final(Stage):
                              best_epoch=result.best_epoch, params=result.params, epochs_run=epochs_run,
                              history=result.history, source_trial=best.number, mlflow_run_id=ctx.run_id,
                              fit_seconds=result.fit_seconds, epoch_seconds=list(result.epoch_seconds))
-        ctx.study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE,
-                                                      value=result.metrics[s.objective], user_attrs=record.attrs()))
+        ctx.study.add_trial(record.frozen(state=optuna.trial.TrialState.COMPLETE, value=result.metrics[s.objective]))
         exported = export_study(s.study, s.storage, s.folder / "model")
         ctx.tracker.log_best_model(ctx.run_id, str(model_path), best.number)
         tests = {k: v for k, v in result.metrics.items() if k.startswith("test_")}

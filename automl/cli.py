@@ -324,11 +324,17 @@ def cmd_create_study(args) -> None:
 
 def cmd_worker(args) -> None:
     from automl import settings as defaults
-    from automl.hpo.workers import run_worker
+    from automl.hpo import records
+    from automl.hpo.storage import load_study
+    from automl.hpo.workers import follow_tune, run_worker
 
-    ran, over = run_worker(args.study, defaults.storage_url(args.storage), defaults.tracking_uri(args.tracking_uri),
-                           seed=args.seed, recycle=args.recycle, timeout=args.timeout, gpu=args.gpu,
-                           verbose=not args.quiet)
+    storage, tracking_uri = defaults.storage_url(args.storage), defaults.tracking_uri(args.tracking_uri)
+    options = {"seed": args.seed, "recycle": args.recycle, "timeout": args.timeout, "gpu": args.gpu,
+               "verbose": not args.quiet}
+    if records.StudyInfo.of(load_study(args.study, storage)).kind == "tune":  # serve its search stages
+        ran, over = follow_tune(args.study, storage, tracking_uri, **options), None
+    else:
+        ran, over = run_worker(args.study, storage, tracking_uri, **options)
     where = f" on GPU {args.gpu}" if args.gpu is not None else ""
     why = f": the search is over ({over})" if over else ""
     print(f"worker {os.getpid()}{where}: ran {ran} trials of {args.study}{why}", flush=True)

@@ -1,6 +1,6 @@
 """The recipe's searches on a worker pool: ``automl tune --workers 2`` on a real PostgreSQL
-storage, joined during its coarse stage by an ``automl worker`` started separately, as one on
-another machine would."""
+storage, joined during its coarse stage by an ``automl worker --study <tune>`` started
+separately, as one on another machine would."""
 
 import os
 import re
@@ -28,19 +28,20 @@ def pooled(tmp_path_factory, postgres_url):
     store = ["--storage", postgres_url, "--tracking-uri", f"sqlite:///{work}/mlflow.db"]
     start = time.perf_counter()
     tune = subprocess.Popen([*AUTOML, "tune", "--space", str(SPACES / "quick.yaml"), "--data", "digits", "--study",
-                             STUDY, "--budget", str(BUDGET), "--coarse-epochs", "2", "--workers", "2", "--quiet",
+                             STUDY, "--budget", str(BUDGET), "--coarse-epochs", "2", "--workers", "2",
                              *store], cwd=work, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = []
-    for line in tune.stdout:  # once the coarse search has started, a worker of our own joins it
+    seen, joined = [], None
+    for line in tune.stdout:  # once the coarse search starts, a worker of our own joins the tune
         seen.append(line)
-        if line.startswith("coarse: trials slower than"):
+        if re.match(r"\[\d+/\d+\] coarse:", line.strip()):
+            joined = subprocess.Popen([*AUTOML, "worker", "--study", STUDY, *store, "--quiet"], cwd=work, env=ENV,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             break
-    joined = subprocess.run([*AUTOML, "worker", "--study", f"{STUDY}/coarse", *store, "--quiet"], cwd=work, env=ENV,
-                            capture_output=True, text=True, timeout=600)
     rest, _ = tune.communicate(timeout=600)
     wall = time.perf_counter() - start
+    joined_output, _ = joined.communicate(timeout=120)
     return {"rc": tune.returncode, "output": "".join(seen) + rest, "wall": wall, "joined": joined,
-            "storage": postgres_url}
+            "joined_output": joined_output, "storage": postgres_url}
 
 
 def _trials(storage: str, stage: str):
@@ -57,10 +58,9 @@ def test_the_tunes_searches_run_their_trials_in_two_worker_processes(pooled):
 
 
 def test_a_separately_started_worker_joins_the_running_coarse_stage(pooled):
-    joined = pooled["joined"]
-    assert joined.returncode == 0, joined.stderr[-3000:]
-    ran = re.search(r"worker (\d+): ran (\d+) trials", joined.stdout)
-    assert ran and int(ran.group(2)) >= 1, joined.stdout
+    assert pooled["joined"].returncode == 0, pooled["joined_output"][-3000:]
+    ran = re.search(r"worker (\d+): ran (\d+) trials", pooled["joined_output"])
+    assert ran and int(ran.group(2)) >= 1, pooled["joined_output"]
     coarse = _trials(pooled["storage"], "coarse")
     assert any(t.worker and t.worker.endswith(f":{ran.group(1)}") for t in coarse)
 

@@ -29,7 +29,7 @@ def run_search(settings: SearchSettings, data: Dataset | None = None, hooks: Sea
     ``hooks``: what a caller (a tune's stage) adds to it."""
     hooks = hooks or SearchHooks()
     space = SearchSpace.load(settings.space)
-    data = data or load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
+    data = data or settings.load_data()
     check_backbone(space, data.input_shape)
     study = open_study(settings, data)
     live = Live(settings.trials, settings.objective, settings.direction, settings.verbose)
@@ -44,7 +44,9 @@ def run_search(settings: SearchSettings, data: Dataset | None = None, hooks: Sea
     parent = begin_search_run(settings, space, study, tracker, hooks)
     status, start = "KILLED", time.perf_counter()
     try:
-        if settings.pooled:
+        if hooks.workers is not None:
+            hooks.workers.serve(study, settings)
+        elif settings.pooled:
             Pool(settings, study, live.say).run()
         else:
             if settings.backend == "optuna":

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import keras
 
     from automl.config import TrialConfig
+    from automl.hpo.workers import TunePool
 
 
 @dataclass
@@ -66,6 +67,9 @@ class SearchHooks:
     log_model: bool = True  # log the best model to the parent run at the end
     first_trials: list[dict] | None = None  # parameter values of the first trials (default: the space's default)
     trial_callbacks: list[SpeedFloor] = field(default_factory=list)  # each trial, in any process, gets their callbacks
+    # Worker processes the caller keeps across its searches (a tune's TunePool): they run this
+    # search's trials instead of a pool of its own, so their start-up is paid once.
+    workers: TunePool | None = None
 
     def callbacks(self, config: TrialConfig) -> list[keras.callbacks.Callback]:
         """The Keras callbacks of one trial that trains ``config``."""

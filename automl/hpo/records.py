@@ -26,6 +26,7 @@ BEST_TEST = "best_test"
 SEARCH_DEADLINE = "search_deadline"
 TRIAL_HOOKS = "trial_hooks"
 LOG_MODEL = "log_model"
+CURRENT_SEARCH = "current_search"  # a tune's: the search stage its workers serve now
 STAGE_PREFIX = "stage:"  # + a recipe stage's name
 SUBSET_PREFIX = "subset:"  # + a recipe stage's name
 
@@ -190,6 +191,16 @@ def log_model(study: optuna.Study) -> bool:
 
 def set_log_model(study: optuna.Study, on: bool) -> None:
     study.set_user_attr(LOG_MODEL, on)
+
+
+def current_search(study: optuna.Study) -> str | None:
+    """The search (its study's name) a tune's workers serve now: None before the first, "" once
+    the tune's searches are over."""
+    return study.user_attrs.get(CURRENT_SEARCH)
+
+
+def set_current_search(study: optuna.Study, name: str) -> None:
+    study.set_user_attr(CURRENT_SEARCH, name)
 
 
 def stage_records(study: optuna.Study) -> dict[str, dict]:

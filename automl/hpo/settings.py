@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from automl import settings as defaults
 from automl.errors import UserError
+
+if TYPE_CHECKING:
+    from automl.data import Dataset
 
 OBJECTIVE_DIRECTIONS = {"val_accuracy": "maximize", "val_loss": "minimize"}
 
@@ -39,6 +43,9 @@ class SearchSettings:
     mixed_precision: bool = False  # float16 compute, float32 weights (the output layer stays float32)
     jit_compile: bool = False  # XLA-compile every train step
     experiment: str | None = None  # the MLflow experiment; default: the study name
+    # The stratified training and validation images the trials rank on (a tune's search stage,
+    # automl.data.subsample with the search's seed, in every process that runs its trials); None: all.
+    subset: tuple[int, int] | None = None
 
     def __post_init__(self):
         self.storage = defaults.storage_url(self.storage)
@@ -67,6 +74,13 @@ class SearchSettings:
     def direction(self) -> str:
         return OBJECTIVE_DIRECTIONS[self.objective]
 
+    def load_data(self) -> Dataset:
+        """The search's data, as every process that runs its trials trains on it."""
+        from automl.data import load_dataset, subsample
+
+        data = load_dataset(self.data, seed=self.seed, image_size=self.image_size)
+        return subsample(data, *self.subset, seed=self.seed) if self.subset else data
+
     def trial_dir(self, number: int) -> Path:
         return Path(self.out) / self.study / f"trial-{number}"
 
@@ -74,7 +88,7 @@ class SearchSettings:
 # What a worker takes from the study (automl/hpo/workers.py); storage and MLflow come from its
 # own command line, so each machine can reach them by its own address.
 SHARED = ("space", "data", "study", "experiment", "out", "backend", "sampler", "pruner", "trials", "epochs", "seed",
-          "objective", "image_size", "mixed_precision", "jit_compile")
+          "objective", "image_size", "mixed_precision", "jit_compile", "subset")
 
 
 def shared_settings(settings: SearchSettings) -> dict:

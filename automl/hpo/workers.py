@@ -28,7 +28,7 @@ from automl import preflight
 from automl.errors import SearchStopped, UserError
 from automl.hpo import records
 from automl.hpo.settings import SearchSettings
-from automl.hpo.storage import load_study
+from automl.hpo.storage import load_study, running_trials
 from automl.hpo.study import finished_count
 from automl.quiet import POOL_ENV
 
@@ -65,10 +65,12 @@ def worker_settings(study: optuna.Study, storage: str, tracking_uri: str | None,
     if seed is None:  # distinct per machine and process, so workers do not propose the same trials
         seed = int(hashlib.sha256(f"{socket.gethostname()}:{os.getpid()}".encode()).hexdigest()[:7], 16)
     image_size = tuple(stored["image_size"]) if stored["image_size"] else None
+    subset = tuple(stored["subset"]) if stored.get("subset") else None
     # The search's own seed stays: data splits and each trial's training seed do not depend on
     # which worker runs it.
-    return SearchSettings(**{**stored, "image_size": image_size}, storage=storage, tracking_uri=tracking_uri,
-                          sampler_seed=seed, recycle=recycle, timeout=timeout, verbose=verbose)
+    return SearchSettings(**{**stored, "image_size": image_size, "subset": subset}, storage=storage,
+                          tracking_uri=tracking_uri, sampler_seed=seed, recycle=recycle, timeout=timeout,
+                          verbose=verbose)
 
 
 def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, seed: int | None = None,
@@ -86,7 +88,7 @@ def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, s
     settings = worker_settings(study, storage, tracking_uri, seed, recycle, timeout, verbose)
     # before Keras loads, and before this worker takes a trial it could not record
     preflight.check_destinations(settings.out, settings.tracking_uri, settings.storage)
-    from automl.data import load_dataset, without_test
+    from automl.data import without_test
     from automl.hpo.hooks import SearchHooks, from_specs
     from automl.hpo.live import Live
     from automl.hpo.optuna_backend import optimize
@@ -95,7 +97,7 @@ def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, s
     from automl.tracking import Tracker
 
     space = SearchSpace.load(settings.space)
-    data = load_dataset(settings.data, seed=settings.seed, image_size=settings.image_size)
+    data = settings.load_data()
     live = Live(settings.trials, settings.objective, settings.direction, settings.verbose)
     tracker = Tracker(settings.tracking_uri, settings.experiment, create=False)
     parent = records.parent_run(study)
@@ -114,6 +116,33 @@ def run_worker(study_name: str, storage: str, tracking_uri: str | None = None, s
         recycled = settings.recycle is not None and ran >= settings.recycle
         final = not recycled or search_over(study, settings.trials) is not None
         end_search_run(settings, study, tracker, parent, status, live, data, final=final)
+
+
+def follow_tune(tune_name: str, storage: str, tracking_uri: str | None = None, seed: int | None = None,
+                recycle: int | None = None, timeout: float | None = None, gpu: str | None = None,
+                verbose: bool = True) -> int:
+    """Serve a tune's search stages one after another: join each search the tune records as its
+    current one (coarse, refine, each round of the loop) until its deadline, then wait for the
+    next, until the tune's searches are over (or ``recycle`` trials, or ``timeout`` seconds, or
+    the local tune that started this worker is gone). Returns how many trials it ran. Framework
+    and data stay loaded between the stages, so the start-up is paid once."""
+    if gpu is not None:
+        pin_gpu(gpu)
+    tune = load_study(tune_name, storage)
+    owner = os.environ.get(POOL_ENV)
+    end = time.monotonic() + timeout if timeout else None
+    served, ran = set(), 0
+    while (current := records.current_search(tune)) != "":
+        if current and current not in served:
+            served.add(current)
+            left = end - time.monotonic() if end else None
+            done, _ = run_worker(current, storage, tracking_uri, seed, recycle and recycle - ran, left, None, verbose)
+            ran += done
+        if (recycle and ran >= recycle) or (end and time.monotonic() > end) or \
+                (owner and os.getppid() != int(owner)):
+            break
+        time.sleep(0.5)
+    return ran
 
 
 @contextmanager
@@ -224,3 +253,41 @@ class Pool:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+
+
+class TunePool(Pool):
+    """A tune's workers, kept across its search stages: each is ``automl worker --study <tune>``
+    (``follow_tune``), started once; ``serve`` points them at one search until its time is up."""
+
+    def __init__(self, settings: SearchSettings, tune: optuna.Study, say):
+        """``settings``: the tune's (its study, storage, MLflow, workers, GPUs, recycling, seed)."""
+        super().__init__(settings, tune, say)
+        self.tune = tune
+
+    def serve(self, study: optuna.Study, settings: SearchSettings) -> None:
+        """Run ``study``'s trials on the workers until its deadline, then until its running
+        trials end (its deadline prunes them at their next epoch end)."""
+        self.study = study  # whose finished trials tell a worker's death from a streak of them
+        records.set_current_search(self.tune, study.study_name)
+        try:
+            while not search_over(study, settings.trials):
+                self._reap()
+                while len(self.procs) < self.settings.workers:
+                    self._start()
+                time.sleep(0.5)
+            while running_trials(study) and self.procs:
+                self._reap()
+                time.sleep(0.5)
+        except BaseException:  # Ctrl-C or workers dying: stop the others, whose trials end as failed
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """The tune's searches are over: its workers stop."""
+        records.set_current_search(self.tune, "")
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        self._stop_all()

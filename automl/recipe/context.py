@@ -15,6 +15,7 @@ from automl.config import TrialConfig
 from automl.data import Dataset
 from automl.hpo.hooks import SearchHooks
 from automl.hpo.settings import SearchSettings
+from automl.hpo.workers import TunePool
 from automl.recipe.budget import Budget
 from automl.recipe.outcomes import Outcomes
 from automl.recipe.settings import TuneSettings
@@ -35,6 +36,7 @@ class StageContext:
     say: Callable[[str], None]
     run_id: str | None = None  # this stage's MLflow run (searches open their own)
     later: list[str] = field(default_factory=list)  # the kinds of the stages after this one
+    workers: TunePool | None = None  # the tune's worker processes, which run its searches' trials
 
     def default_config(self, space: SearchSpace | None = None, **values) -> TrialConfig:
         """The space's default configuration, with ``values`` (parameter name -> value) set."""
@@ -62,20 +64,24 @@ class StageContext:
         """Tags on another run of the tune (a search trial the stage read)."""
         self.tracker.set_tags(run_id, tags)
 
-    def search_settings(self, stage: str, space: str, epochs: int, seconds: float) -> SearchSettings:
+    def search_settings(self, stage: str, space: str, epochs: int, seconds: float,
+                        subset: tuple[int, int] | None = None) -> SearchSettings:
         """A search stage's settings: the tune's storage, sampler, workers and devices, bounded by
-        ``seconds`` of wall clock however many workers share them."""
+        ``seconds`` of wall clock however many workers share them; ``subset``: the training and
+        validation images its trials rank on (None: all)."""
         s = self.settings
         return SearchSettings(space=space, data=s.data, study=f"{s.study}/{stage}", storage=s.storage,
                               tracking_uri=s.tracking_uri, out=s.out, backend=s.backend, sampler=s.sampler,
                               pruner=s.pruner, trials=None, timeout=max(seconds, 1.0), epochs=epochs, seed=s.seed,
                               objective=s.objective, image_size=s.image_size, verbose=s.verbose,
                               workers=s.workers, recycle=s.recycle, gpus=s.gpus, mixed_precision=s.mixed_precision,
-                              jit_compile=s.jit_compile, experiment=s.study)
+                              jit_compile=s.jit_compile, experiment=s.study, subset=subset)
 
     def run_search(self, settings: SearchSettings, data: Dataset, hooks: SearchHooks) -> optuna.Study:
+        """Run the search, its trials on the tune's workers when it has some."""
         from automl.hpo.driver import run_search
 
+        hooks.workers = self.workers
         return run_search(settings, data, hooks)
 
     def load_search(self, study: str) -> optuna.Study:

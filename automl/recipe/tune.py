@@ -24,7 +24,9 @@ from automl.errors import RecipeStopped
 from automl.hpo import records
 from automl.hpo.driver import check_backbone
 from automl.hpo.live import Live
+from automl.hpo.settings import SearchSettings
 from automl.hpo.study import open_named_study
+from automl.hpo.workers import TunePool
 from automl.recipe.budget import Budget
 from automl.recipe.context import StageContext
 from automl.recipe.outcomes import LRRangeOutputs, Outcomes, OverfitOutputs, StageRecord, TransferOutputs
@@ -54,6 +56,7 @@ class Tune:
         self.budget = Budget(settings.budget, shares, spent_before=self.outcomes.seconds())
         self.tracker = Tracker(settings.tracking_uri, settings.study)
         self.top = ""
+        self.workers: TunePool | None = None  # started for the first search stage, kept until the last
         settings.folder.mkdir(parents=True, exist_ok=True)
 
     def say(self, text: str) -> None:
@@ -98,8 +101,32 @@ class Tune:
             status = "FAILED"
             raise
         finally:
+            self._stop_workers()
             self._close_top(status)
         return self.study
+
+    def _workers_for(self, stage: Stage) -> TunePool | None:
+        """The tune's worker processes, for a search stage when the tune has workers: started once
+        (after the checks, which measure the speed the budget is planned from, on a quiet machine),
+        stopped before the final."""
+        s = self.settings
+        pooled = s.workers > 1 or s.recycle is not None or bool(s.gpus)
+        if not pooled or not stage.search:
+            if stage.kind == "final":
+                self._stop_workers()
+            return None
+        if self.workers is None:
+            settings = SearchSettings(space=s.space, data=s.data, study=s.study, storage=s.storage,
+                                      tracking_uri=s.tracking_uri, out=s.out, trials=None, timeout=s.budget,
+                                      seed=s.seed, verbose=s.verbose, workers=s.workers, recycle=s.recycle,
+                                      gpus=s.gpus)
+            self.workers = TunePool(settings, self.study, self.say)
+        return self.workers
+
+    def _stop_workers(self) -> None:
+        if self.workers is not None:
+            self.workers.close()
+            self.workers = None
 
     def _next(self, done: int) -> Stage | None:
         """The plan's stage after the first ``done``; the plan grows as the loop decides."""
@@ -116,7 +143,7 @@ class Tune:
         later = stages[stages.index(next(s for s in stages if s.name == stage.name)) + 1:]
         ctx = StageContext(settings=self.settings, data=self.data, space=self.base_space(), outcomes=self.outcomes,
                            budget=self.budget, study=self.study, tracker=self.tracker, tune_run=self.top,
-                           say=self.say, later=[s.kind for s in later])
+                           say=self.say, later=[s.kind for s in later], workers=self._workers_for(stage))
         allot = stage.allot(ctx, later)
         self.say(f"\n[{number}/{len(stages)}] {stage.name}: {allot:.0f} s of the {self.budget.remaining():.0f} s left")
         start = time.perf_counter()

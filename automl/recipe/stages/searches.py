@@ -32,8 +32,8 @@ class Coarse(Stage):
 
     def run(self, ctx, seconds):
         epochs = min(ctx.settings.coarse_epochs, ctx.default_config().training.epochs)
-        data = search_data(ctx, self.name, seconds, epochs, budget.TRIALS["coarse"])
-        return run(ctx, self, ctx.outcomes.lr_range.space, epochs, seconds, data, first_trials=None, round=0)
+        data, subset = search_data(ctx, self.name, seconds, epochs, budget.TRIALS["coarse"])
+        return run(ctx, self, ctx.outcomes.lr_range.space, epochs, seconds, data, subset, first_trials=None, round=0)
 
     def report(self, record, view):
         yield from search_report(record, view, importances=True)
@@ -122,8 +122,8 @@ class Refine(Stage):
         if epochs < planned:
             ctx.say(f"{self.name}: {epochs} epochs per trial, not {planned}, so that the budget affords "
                     f"{budget.TRIALS['refine']} trials")
-        data = search_data(ctx, self.name, seconds, epochs, budget.TRIALS["refine"], at_least=sizes)
-        result = run(ctx, self, diagnosed.space, epochs, seconds, data, first_trials=diagnosed.first_trials,
+        data, subset = search_data(ctx, self.name, seconds, epochs, budget.TRIALS["refine"], at_least=sizes)
+        result = run(ctx, self, diagnosed.space, epochs, seconds, data, subset, first_trials=diagnosed.first_trials,
                      round=self.round)
         if result.ok:
             out = result.outputs
@@ -158,9 +158,10 @@ class Refine(Stage):
         return budget.TRIALS["refine"] * coarse.epochs * per_epoch
 
 
-def run(ctx, stage: Stage, space: str, epochs: int, seconds: float, data: Dataset, first_trials: list[dict] | None,
-        round: int) -> StageResult:
-    """Run the search of ``stage`` and summarize it."""
+def run(ctx, stage: Stage, space: str, epochs: int, seconds: float, data: Dataset, subset: tuple[int, int],
+        first_trials: list[dict] | None, round: int) -> StageResult:
+    """Run the search of ``stage`` on ``data`` (``subset``: the sizes it was drawn with) and
+    summarize it."""
     speed = _speed(ctx)
     final_images = len(ctx.data.x_train) + len(ctx.data.x_val)
     between = [k for k in ctx.later if k != "final"]
@@ -169,7 +170,9 @@ def run(ctx, stage: Stage, space: str, epochs: int, seconds: float, data: Datase
             f"afford {budget.MIN_FINAL_EPOCHS} epochs of them)")
     hooks = SearchHooks(run_name=stage.name, nest_under=ctx.tune_run, tags={"automl.stage": stage.name},
                         log_model=False, first_trials=first_trials, trial_callbacks=[SpeedFloor(floor)])
-    study = ctx.run_search(ctx.search_settings(stage.name, space, epochs, seconds), data, hooks)
+    whole = subset[0] >= len(ctx.data.x_train) and subset[1] >= len(ctx.data.x_val)
+    study = ctx.run_search(ctx.search_settings(stage.name, space, epochs, seconds, None if whole else subset), data,
+                           hooks)
     states = [t.state.name for t in study.get_trials(deepcopy=False)]
     counts = {state.lower(): states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL")}
     outputs = SearchOutputs(study=study.study_name, space=space, epochs=epochs, train_images=len(data.x_train),
@@ -194,9 +197,10 @@ def run(ctx, stage: Stage, space: str, epochs: int, seconds: float, data: Datase
 
 
 def search_data(ctx, stage: str, seconds: float, epochs: int, trials: int,
-                at_least: tuple[int, int] | None = None) -> Dataset:
-    """The part of the data a search stage ranks its trials on: as much as its budget affords
-    for ``trials`` trials at the measured speed (and ``at_least`` what the search before it had).
+                at_least: tuple[int, int] | None = None) -> tuple[Dataset, tuple[int, int]]:
+    """The part of the data a search stage ranks its trials on, and the sizes asked of
+    ``subsample`` for it (which its workers ask again): as much as its budget affords for
+    ``trials`` trials at the measured speed (and ``at_least`` what the search before it had).
     Sized once: a resumed stage keeps its first size, so its trials stay comparable."""
     d = ctx.data
     sizes = records.subset_sizes(ctx.study, stage)
@@ -208,7 +212,7 @@ def search_data(ctx, stage: str, seconds: float, epochs: int, trials: int,
     if sizes[0] < len(d.x_train):
         ctx.say(f"{stage}: trials rank on a stratified {sizes[0]} of the {len(d.x_train)} training and "
                 f"{sizes[1]} of the {len(d.x_val)} validation images, so that the budget affords {trials} of them")
-    return subsample(d, *sizes, seed=ctx.settings.seed)
+    return subsample(d, *sizes, seed=ctx.settings.seed), (int(sizes[0]), int(sizes[1]))
 
 
 def search_report(record, view, importances: bool):

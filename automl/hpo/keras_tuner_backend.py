@@ -81,7 +81,7 @@ class KerasTunerSuggester:
             return self._value(param)
 
     @staticmethod
-    def value(param: Param, value: Any) -> Any:
+    def stored_value(param: Param, value: Any) -> Any:
         """How KerasTuner holds ``value`` of ``param`` (mapping choices by their label)."""
         if param.kind == "choice" and not _primitive(param.spec.choices):
             return label(value)
@@ -145,7 +145,7 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
     deadline = stop_time(settings, study)
     guard = FailureGuard.for_search(settings.trials)
     by_name = {p.name: p for p in space.params}
-    first = [{n: KerasTunerSuggester.value(by_name[n], v) for n, v in values.items()}
+    first = [{n: KerasTunerSuggester.stored_value(by_name[n], v) for n, v in values.items()}
              for values in first_values(hooks.first_trials, space)][len(study.trials):]  # a resumed search: the rest
 
     class Tuner(kt.Tuner):

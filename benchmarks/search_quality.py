@@ -123,15 +123,17 @@ def run(command: list[str], folder: Path, budget: float, python_path: bool = Tru
 
 
 def automl_tune(folder: Path, args, split: Path) -> dict:
+    from automl.hpo import records
     from automl.hpo.records import TrialRecord
 
     start, seconds, error = run([*AUTOML, "tune", "--space", args.space, "--data", args.data, "--budget",
                                  str(args.budget), "--study", STUDY, "--seed", str(args.seed), "--quiet"],
                                 folder, args.budget)
     storage = f"journal:{folder}/automl.journal"
-    searches = [_study(f"{STUDY}/{stage}", storage) for stage in ("coarse", "refine")]
-    trials = [t for s in searches if s for t in s.trials]
     tune = _study(STUDY, storage)
+    stages = records.stage_records(tune) if tune else {}
+    searches = [_study(f"{STUDY}/{name}", storage) for name, r in stages.items() if r["kind"] in ("coarse", "refine")]
+    trials = [t for s in searches if s for t in s.trials]
     final = tune.trials[0] if tune and tune.trials else None
     curve = _curve(trials, start)
     metrics = TrialRecord.of(final).metrics if final else {}

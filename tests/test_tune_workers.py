@@ -54,6 +54,8 @@ def test_the_tunes_searches_run_their_trials_in_two_worker_processes(pooled):
     searches = [name for name, r in tune.items() if r["kind"] in ("coarse", "refine")]
     workers = {t.worker for name in searches for t in _trials(pooled["storage"], name) if t.worker}
     assert len(workers) >= 2, workers
+    # the test split waits for the final model: no worker's end of a search evaluated a trial on it
+    assert all(records.best_test(load_study(f"{STUDY}/{name}", pooled["storage"])) is None for name in searches)
     assert re.search(r"worker \d+ started \(2 so far", pooled["output"])
 
 

@@ -43,8 +43,9 @@ class SearchSettings:
     mixed_precision: bool = False  # float16 compute, float32 weights (the output layer stays float32)
     jit_compile: bool = False  # XLA-compile every train step
     experiment: str | None = None  # the MLflow experiment; default: the study name
-    # The stratified training and validation images the trials rank on (a tune's search stage,
-    # automl.data.subsample with the search's seed, in every process that runs its trials); None: all.
+    # The stratified training and validation images the trials rank on, and no test split (a
+    # tune's search stage: automl.data.subsample with the search's seed, in every process that
+    # runs its trials); None: all the data.
     subset: tuple[int, int] | None = None
 
     def __post_init__(self):

@@ -170,9 +170,8 @@ def run(ctx, stage: Stage, space: str, epochs: int, seconds: float, data: Datase
             f"afford {budget.MIN_FINAL_EPOCHS} epochs of them)")
     hooks = SearchHooks(run_name=stage.name, nest_under=ctx.tune_run, tags={"automl.stage": stage.name},
                         log_model=False, first_trials=first_trials, trial_callbacks=[SpeedFloor(floor)])
-    whole = subset[0] >= len(ctx.data.x_train) and subset[1] >= len(ctx.data.x_val)
-    study = ctx.run_search(ctx.search_settings(stage.name, space, epochs, seconds, None if whole else subset), data,
-                           hooks)
+    # the subset even where it is all the data: subsample leaves the test split out in every process
+    study = ctx.run_search(ctx.search_settings(stage.name, space, epochs, seconds, subset), data, hooks)
     states = [t.state.name for t in study.get_trials(deepcopy=False)]
     counts = {state.lower(): states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL")}
     outputs = SearchOutputs(study=study.study_name, space=space, epochs=epochs, train_images=len(data.x_train),

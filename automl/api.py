@@ -64,9 +64,11 @@ def create_study(space: str, data: str = "digits", hooks: SearchHooks | None = N
 def tune(space: str, data: str = "digits", **options) -> optuna.Study:
     """Run (or resume) the staged tuning recipe; options are the fields of TuneSettings (budget, seed...).
     Returns the tune's study, whose one trial is the final model."""
+    from automl.recipe.plan import check_until
     from automl.recipe.settings import TuneSettings
 
     settings = TuneSettings(space=str(space), data=str(data), **options)
+    check_until(settings.until)
     loaded = _checked_data(settings, options.get("study"))
     from automl.recipe.tune import run_tune
 

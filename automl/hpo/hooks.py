@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from automl.errors import UserError
 
 if TYPE_CHECKING:
     import keras
+    import optuna
 
     from automl.config import TrialConfig
-    from automl.hpo.workers import TunePool
+    from automl.hpo.settings import SearchSettings
 
 
 @dataclass
@@ -59,6 +60,13 @@ def from_specs(specs: list[dict]) -> list[SpeedFloor]:
     return callbacks
 
 
+class Workers(Protocol):
+    """Worker processes a caller keeps across its searches (automl.hpo.workers.TunePool)."""
+
+    def serve(self, study: optuna.Study, settings: SearchSettings) -> None:
+        """Run ``study``'s trials on the workers until the search is over."""
+
+
 @dataclass
 class SearchHooks:
     run_name: str | None = None  # the parent MLflow run's name (default: search-<backend>)
@@ -69,7 +77,7 @@ class SearchHooks:
     trial_callbacks: list[SpeedFloor] = field(default_factory=list)  # each trial, in any process, gets their callbacks
     # Worker processes the caller keeps across its searches (a tune's TunePool): they run this
     # search's trials instead of a pool of its own, so their start-up is paid once.
-    workers: TunePool | None = None
+    workers: Workers | None = None
 
     def callbacks(self, config: TrialConfig) -> list[keras.callbacks.Callback]:
         """The Keras callbacks of one trial that trains ``config``."""

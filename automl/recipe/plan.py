@@ -4,6 +4,7 @@ backbone; the loop adds a diagnose and refine round while the last one paid."""
 
 from __future__ import annotations
 
+from automl.errors import UserError, printable
 from automl.recipe.outcomes import Outcomes, SearchOutputs, StageRecord
 from automl.recipe.stage import Stage
 from automl.recipe.stages.checks import Overfit, Sanity
@@ -16,6 +17,12 @@ from automl.space import SearchSpace
 RECIPE: tuple[type[Stage], ...] = (Transfer, Sanity, Overfit, LRRange, Coarse, Diagnose, Refine, Final)
 STAGES = tuple(stage.kind for stage in RECIPE)  # what --until takes
 SHARES = {stage.kind: stage.share for stage in RECIPE}  # the budget's usual shares
+
+
+def check_until(until: str | None) -> None:
+    """``--until``: a kind of stage of the recipe."""
+    if until is not None and until not in STAGES:
+        raise UserError(f"--until {printable(until)}: not a stage; the stages: {', '.join(STAGES)}")
 
 
 def plan(space: SearchSpace, outcomes: Outcomes) -> list[Stage]:

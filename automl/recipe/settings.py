@@ -8,7 +8,6 @@ from pathlib import Path
 from automl import settings as defaults
 from automl.errors import UserError, printable
 from automl.hpo.settings import OBJECTIVE_DIRECTIONS
-from automl.recipe.plan import STAGES
 
 
 @dataclass
@@ -43,8 +42,6 @@ class TuneSettings:
         self.out = defaults.out_dir(self.out)
         if self.study is None:
             self.study = f"{Path(self.space).stem}-{Path(self.data).stem}-tune"
-        if self.until is not None and self.until not in STAGES:
-            raise UserError(f"--until {printable(self.until)}: not a stage; the stages: {', '.join(STAGES)}")
         if self.gpus:
             self.workers = len(self.gpus)
         if self.sampler is None:

@@ -16,7 +16,7 @@ from automl.recipe.outcomes import DiagnoseOutputs, LRRangeOutputs, Outcomes, Ov
 from automl.recipe.plan import SHARES, STAGES, plan, stage_of
 from automl.recipe.settings import TuneSettings
 from automl.recipe.stages.checks import Overfit, Sanity, remedies
-from automl.recipe.stages.final import Candidates, choose_final
+from automl.recipe.stages.final import Candidates, Final, choose_final
 from automl.recipe.stages.lr_range import LRRange
 from automl.recipe.stages.searches import Coarse, Diagnose, Refine
 from automl.space import SearchSpace
@@ -291,3 +291,32 @@ def test_a_refine_round_within_its_noise_stops_the_loop(tmp_path, digits):
     result = Refine().run(ctx, 100)
     assert not result.outputs.again and "not more than its noise" in result.outputs.loop_why
     assert any(c.startswith("loop: stops") for c in result.changes)
+
+
+class _Epochs:
+    def __init__(self):
+        self.epochs = []
+
+    def log_epoch(self, epoch, logs):
+        self.epochs.append(epoch)
+
+
+def test_the_final_trains_the_chosen_configuration_tests_it_once_and_exports_it(tmp_path, digits):
+    from automl.hpo.study import open_named_study
+
+    outcomes = Outcomes({"lr_range": _lr_range()})
+    _coarse_done(outcomes)
+    prepared = {"t/coarse": _search("t/coarse", [(0.9, 0.5, None), (0.8, 0.5, None)])}
+    ctx = FakeContext(tmp_path, digits, outcomes=outcomes, prepared=prepared)
+    ctx.study = open_named_study("t", ctx.settings.storage, "maximize", {"space": "s", "kind": "tune"}, digits)
+    ctx.run_id, epochs, logged = "final-run", _Epochs(), []
+    ctx.epoch_log = lambda: epochs
+    ctx.log_model = lambda path, number: logged.append((path, number))
+    result = Final().run(ctx, 20)
+    out = result.outputs
+    assert (out.source_stage, out.source_trial) == ("coarse", 0) and "trial 0 of the coarse search" in result.summary
+    final = ctx.study.trials
+    assert len(final) == 1 and TrialRecord.of(final[0]).source_trial == 0
+    assert 0.9 <= result.measured["test_accuracy"] <= 1.0 and epochs.epochs[:2] == [0, 1]
+    assert logged == [(ctx.settings.folder / "final" / "model.keras", 0)]
+    assert (tmp_path / "out" / "t" / "model" / "automl.json").is_file()

@@ -60,6 +60,14 @@ class StageContext:
         if self.run_id is not None:
             self.tracker.log_figure(self.run_id, figure, name)
 
+    def epoch_log(self):
+        """Where a training of the stage streams its per-epoch metrics (its MLflow run)."""
+        return self.tracker.epoch_log(self.run_id)
+
+    def log_model(self, path: Path, trial_number: int) -> None:
+        """The stage's model, as an MLflow model of its run."""
+        self.tracker.log_best_model(self.run_id, str(path), trial_number)
+
     def tag_run(self, run_id: str, tags: dict[str, str]) -> None:
         """Tags on another run of the tune (a search trial the stage read)."""
         self.tracker.set_tags(run_id, tags)

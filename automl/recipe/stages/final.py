@@ -122,7 +122,7 @@ class Final(Stage):
                 f"{choice.epoch_seconds:.1f} s each" + (f"; about {choice.affordable} fit in {seconds:.0f} s, and the "
                                                          "LR schedule is fitted into them"
                                                          if choice.affordable < choice.planned else "") + ")")
-        callbacks = [MlflowEpochs(ctx.tracker.epoch_log(ctx.run_id))]
+        callbacks = [MlflowEpochs(ctx.epoch_log())]
         if s.verbose:
             callbacks.append(EpochPrinter(choice.planned, "  "))
         with precision(s):
@@ -142,7 +142,7 @@ class Final(Stage):
                              fit_seconds=result.fit_seconds, epoch_seconds=list(result.epoch_seconds))
         ctx.study.add_trial(record.frozen(state=optuna.trial.TrialState.COMPLETE, value=result.metrics[s.objective]))
         exported = export_study(s.study, s.storage, s.folder / "model")
-        ctx.tracker.log_best_model(ctx.run_id, str(model_path), best.number)
+        ctx.log_model(model_path, best.number)
         tests = {k: v for k, v in result.metrics.items() if k.startswith("test_")}
         test = f"test accuracy {tests['test_accuracy']:.4f}" if "test_accuracy" in tests else "no test split"
         summary = (f"Trained trial {best.number}'s configuration ({result.params:,} params) for {epochs_run} of "

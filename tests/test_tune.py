@@ -251,3 +251,14 @@ def test_options_the_searches_would_refuse_are_refused_before_anything_runs(tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"automl: error: {named}")
     assert not (tmp_path / "j.journal").exists() and not (tmp_path / "m.db").exists()
+
+
+def test_the_keras_tuner_backend_runs_the_search_stages(tmp_path):
+    assert _tune(tmp_path, "--space", str(SPACES / "quick.yaml"), "--data", "digits", "--backend", "keras-tuner",
+                 "--until", "coarse", "--coarse-epochs", "1") == 0
+    records = _records(f"journal:{tmp_path}/j.journal", "planted")
+    assert list(records) == ["sanity", "overfit", "lr_range", "coarse"] and records["coarse"]["ok"]
+    coarse = load_study("planted/coarse", f"journal:{tmp_path}/j.journal")
+    assert study_records.StudyInfo.of(coarse).backend == "keras-tuner"
+    assert [study_records.TrialRecord.of(t).keras_tuner_trial is not None for t in coarse.trials] == \
+        [True] * len(coarse.trials) and coarse.trials

@@ -27,7 +27,7 @@ search: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check automl tests benchmarks
-	$(BIN)/python -m pytest -n 2 --durations=10
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10
 
 lint: $(STAMP)
 	$(BIN)/ruff check automl tests benchmarks

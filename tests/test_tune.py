@@ -22,6 +22,9 @@ from automl.recipe.plan import STAGES as ALL_STAGES
 
 from .conftest import ROOT, SPACES
 
+# one worker runs this module: its tests share one tune (a module fixture), set up once
+pytestmark = pytest.mark.xdist_group("tune")
+
 STAGES = [s for s in ALL_STAGES if s != "transfer"]  # quick.yaml has no backbone
 
 STUDY = "quick-digits-tune"

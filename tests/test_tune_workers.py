@@ -16,6 +16,9 @@ from automl.hpo.storage import load_study
 
 from .conftest import ROOT, SPACES
 
+# one worker runs this module: its tests share one tune (a module fixture), set up once
+pytestmark = pytest.mark.xdist_group("pooled_tune")
+
 AUTOML = [sys.executable, "-m", "automl.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 BUDGET = 150

@@ -6,6 +6,7 @@ import math
 import optuna
 import pytest
 
+from automl.errors import UserError
 from automl.hpo import records
 from automl.hpo.hooks import SpeedFloor
 from automl.hpo.records import TrialRecord
@@ -111,6 +112,9 @@ def test_a_record_round_trips_through_the_study_typed(tmp_path):
     assert back == record and isinstance(back.outputs, DiagnoseOutputs)
     with pytest.raises(TypeError, match="DiagnoseOutputs, not SearchOutputs"):
         Outcomes({"diagnose-2": back}).outputs("diagnose-2", SearchOutputs)
+    older = {**record.to_dict(), "outputs": {"epochs": 12}}  # as an earlier version wrote it
+    with pytest.raises(UserError, match="stage diagnose-2: its record was written by an older automl"):
+        StageRecord.from_dict(older)
 
 
 # --- the loop's stop rule ---------------------------------------------------------------

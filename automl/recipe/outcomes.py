@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from automl.errors import UserError
+
 
 @dataclass
 class NoOutputs:
@@ -108,9 +110,13 @@ class StageRecord(StageResult):
         kind = data.get("kind") or data["stage"].split("-")[0]
         outputs_type = OUTPUTS[kind]
         names = {f.name for f in dataclasses.fields(outputs_type)}
-        outputs = outputs_type(**{k: v for k, v in (data.get("outputs") or {}).items() if k in names})
         fields = {f.name for f in dataclasses.fields(cls)} - {"outputs", "kind"}
-        return cls(**{k: v for k, v in data.items() if k in fields}, outputs=outputs, kind=kind)
+        try:
+            outputs = outputs_type(**{k: v for k, v in (data.get("outputs") or {}).items() if k in names})
+            return cls(**{k: v for k, v in data.items() if k in fields}, outputs=outputs, kind=kind)
+        except TypeError as exc:  # a field this version needs is missing: written by an older automl
+            raise UserError(f"stage {data['stage']}: its record was written by an older automl ({exc}); "
+                            f"tune under another --study") from None
 
 
 class Outcomes:

@@ -23,7 +23,7 @@ from automl.recipe.plan import STAGES as ALL_STAGES
 from .conftest import ROOT, SPACES
 
 # one worker runs this module: its tests share one tune (a module fixture), set up once
-pytestmark = pytest.mark.xdist_group("tune")
+pytestmark = pytest.mark.xdist_group(name="tune")
 
 STAGES = [s for s in ALL_STAGES if s != "transfer"]  # quick.yaml has no backbone
 

@@ -17,7 +17,7 @@ from automl.hpo.storage import load_study
 from .conftest import ROOT, SPACES
 
 # one worker runs this module: its tests share one tune (a module fixture), set up once
-pytestmark = pytest.mark.xdist_group("pooled_tune")
+pytestmark = pytest.mark.xdist_group(name="pooled_tune")
 
 AUTOML = [sys.executable, "-m", "automl.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
@@ -33,17 +33,15 @@ def pooled(tmp_path_factory, postgres_url):
     tune = subprocess.Popen([*AUTOML, "tune", "--space", str(SPACES / "quick.yaml"), "--data", "digits", "--study",
                              STUDY, "--budget", str(BUDGET), "--coarse-epochs", "2", "--workers", "2",
                              *store], cwd=work, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen, joined = [], None
-    for line in tune.stdout:  # once the coarse search starts, a worker of our own joins the tune
-        seen.append(line)
-        if re.match(r"\[\d+/\d+\] coarse:", line.strip()):
-            joined = subprocess.Popen([*AUTOML, "worker", "--study", STUDY, *store, "--quiet"], cwd=work, env=ENV,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            break
+    first = tune.stdout.readline()  # the tune's study exists once it says what it tunes
+    assert first.startswith(f"tune {STUDY}:"), first + tune.communicate()[0]
+    # started apart, as on another machine, while the tune runs its checks: it joins the searches
+    joined = subprocess.Popen([*AUTOML, "worker", "--study", STUDY, *store, "--quiet"], cwd=work, env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rest, _ = tune.communicate(timeout=600)
     wall = time.perf_counter() - start
     joined_output, _ = joined.communicate(timeout=120)
-    return {"rc": tune.returncode, "output": "".join(seen) + rest, "wall": wall, "joined": joined,
+    return {"rc": tune.returncode, "output": first + rest, "wall": wall, "joined": joined,
             "joined_output": joined_output, "storage": postgres_url}
 
 

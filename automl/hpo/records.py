@@ -199,7 +199,7 @@ def current_search(study: optuna.Study) -> str | None:
     return study.user_attrs.get(CURRENT_SEARCH)
 
 
-def set_current_search(study: optuna.Study, name: str) -> None:
+def set_current_search(study: optuna.Study, name: str | None) -> None:
     study.set_user_attr(CURRENT_SEARCH, name)
 
 

@@ -264,6 +264,12 @@ class TunePool(Pool):
         super().__init__(settings, tune, say)
         self.tune = tune
 
+    def start(self) -> None:
+        """Start the workers ahead of the first search: they wait for it (``follow_tune``)."""
+        records.set_current_search(self.tune, None)
+        while len(self.procs) < self.settings.workers:
+            self._start()
+
     def serve(self, study: optuna.Study, settings: SearchSettings) -> None:
         """Run ``study``'s trials on the workers until its deadline, then until its running
         trials end (its deadline prunes them at their next epoch end)."""

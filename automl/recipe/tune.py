@@ -85,6 +85,7 @@ class Tune:
         self.tracker.close_stale_children(self.top, alive=())  # stage runs of an interrupted tune
         status = "KILLED"
         try:
+            self._start_workers()
             number = 0
             while (stage := self._next(number)) is not None:
                 number += 1
@@ -105,23 +106,26 @@ class Tune:
             self._close_top(status)
         return self.study
 
-    def _workers_for(self, stage: Stage) -> TunePool | None:
-        """The tune's worker processes, for a search stage when the tune has workers: started once
-        (after the checks, which measure the speed the budget is planned from, on a quiet machine),
-        stopped before the final."""
+    def _start_workers(self) -> None:
+        """The tune's worker processes, when it has some and a search is still to run: started as
+        the tune starts, so that their framework start-up (10 to 50 s on a busy 2-core machine) is
+        over when the first search begins; they wait, idle, until it does, and stop before the final."""
         s = self.settings
         pooled = s.workers > 1 or s.recycle is not None or bool(s.gpus)
-        if not pooled or not stage.search:
-            if stage.kind == "final":
-                self._stop_workers()
-            return None
-        if self.workers is None:
+        if pooled and any(stage.search and stage.name not in self.outcomes
+                          for stage in plan(self.user_space, self.outcomes)):
             settings = SearchSettings(space=s.space, data=s.data, study=s.study, storage=s.storage,
                                       tracking_uri=s.tracking_uri, out=s.out, trials=None, timeout=s.budget,
                                       seed=s.seed, verbose=s.verbose, workers=s.workers, recycle=s.recycle,
                                       gpus=s.gpus)
             self.workers = TunePool(settings, self.study, self.say)
-        return self.workers
+            self.workers.start()
+
+    def _workers_for(self, stage: Stage) -> TunePool | None:
+        """The tune's workers for a search stage; none for the others (stopped before the final)."""
+        if stage.kind == "final":
+            self._stop_workers()
+        return self.workers if stage.search else None
 
     def _stop_workers(self) -> None:
         if self.workers is not None:

@@ -324,3 +324,21 @@ def test_the_final_trains_the_chosen_configuration_tests_it_once_and_exports_it(
     assert 0.9 <= result.measured["test_accuracy"] <= 1.0 and epochs.epochs[:2] == [0, 1]
     assert logged == [(ctx.settings.folder / "final" / "model.keras", 0)]
     assert (tmp_path / "out" / "t" / "model" / "automl.json").is_file()
+
+
+def test_a_search_with_no_completed_trial_is_one_report_line_not_optuna_warnings(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from automl.recipe.context import ReportView
+    from automl.recipe.stages.searches import search_report
+
+    tune, coarse = optuna.create_study(direction="maximize"), optuna.create_study(direction="maximize")
+    coarse.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={}, distributions={}))
+    view = ReportView(tune=tune, searches={"coarse": coarse}, figures=tmp_path)
+    optuna.logging.enable_propagation()
+    try:
+        parts = list(search_report(SimpleNamespace(stage="coarse"), view, importances=True))
+    finally:
+        optuna.logging.disable_propagation()
+    assert parts == ["(no parameter importances: no trial completed)\n"]
+    assert not [r for r in caplog.records if r.name.startswith("optuna") and r.levelno >= 30], caplog.text

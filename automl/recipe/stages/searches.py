@@ -226,12 +226,15 @@ def search_report(record, view, importances: bool):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("always", UserWarning)
-        if record.stage == list(view.searches)[-1]:  # one history for all searches, after the last
-            done = [s for s in view.searches.values() if s.trials]
+        # Optuna's plots only warn on the terminal where no trial completed: say it here instead
+        done = [s for s in view.searches.values() if _completed(s)]
+        if record.stage == list(view.searches)[-1] and done:  # one history for all, after the last
             ax = optuna.visualization.matplotlib.plot_optimization_history(
                 done, target_name=records.StudyInfo.of(view.tune).objective or "objective")
             parts.append(view.figure(ax.figure, "optimization_history.png", "optimization history"))
-        if importances:
+        if importances and not _completed(study):
+            parts.append("(no parameter importances: no trial completed)\n")
+        elif importances:
             try:
                 ax = optuna.visualization.matplotlib.plot_param_importances(study)
                 parts.append(view.figure(ax.figure, f"param_importances_{record.stage}.png",
@@ -244,6 +247,10 @@ def search_report(record, view, importances: bool):
     table = top_trials(study)
     if not table.empty:
         yield f"Top trials of `{study.study_name}`:\n\n" + table.to_markdown(index=False, floatfmt=".4g") + "\n"
+
+
+def _completed(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
 def trial_values(space: SearchSpace, stored: dict) -> dict:

@@ -126,16 +126,26 @@ def test_the_budget_carries_over_what_a_stage_leaves():
 
 
 def test_where_an_epoch_is_dear_the_final_training_gets_more_of_the_budget():
-    usual = plan.planned_shares(SHARES, images_per_second=50_000, final_images=1_400, remaining=250)  # digits
+    usual = plan.planned_shares(SHARES, images_per_second=50_000, final_images=1_400, remaining=250,
+                                final_epochs=15)  # digits
     assert usual == pytest.approx(SHARES)
-    slow = plan.planned_shares(SHARES, images_per_second=1_500, final_images=60_000, remaining=780)  # Fashion-MNIST
+    slow = plan.planned_shares(SHARES, images_per_second=1_500, final_images=60_000, remaining=780,
+                               final_epochs=15)  # Fashion-MNIST
     planned = sum(slow[s] for s in plan.PLANNED)
     assert planned == pytest.approx(sum(SHARES[s] for s in plan.PLANNED))  # the checks keep theirs
-    assert slow["final"] / planned == plan.MAX_FINAL  # 18 epochs would take 720 s of 780: capped
+    assert slow["final"] / planned == plan.MAX_FINAL  # 15 epochs would take 600 s of 780: capped
     assert slow["coarse"] / slow["refine"] == pytest.approx(SHARES["coarse"] / SHARES["refine"])
     budget = Budget(900, slow, spent_before=120)  # the checks took 120 s
     assert budget.allot("coarse", ["diagnose", "refine", "final"]) == pytest.approx(780 * slow["coarse"] / planned,
                                                                                      rel=0.01)
+
+
+def test_steadiness_is_the_median_pieces_time_over_the_slowest_tenths():
+    assert plan.steadiness([1.0] * 20) == 1.0
+    assert plan.steadiness([1.0] * 16 + [1.25] * 4) == pytest.approx(0.8)  # a fifth a quarter slow
+    assert plan.steadiness([1.0] * 19 + [9.0]) == 1.0  # one hiccup in twenty is not the host
+    assert plan.steadiness([1.0] * 12 + [5.0] * 8) == plan.LEAST_STEADY  # never below
+    assert plan.steadiness([1.0, 1.0, 1.0]) == plan.LEAST_STEADY  # too few pieces to say
 
 
 def test_searches_rank_on_a_subset_that_affords_their_trials():
@@ -154,11 +164,13 @@ def test_refine_trials_get_the_epochs_their_budget_affords():
 
 
 def test_searches_prune_configurations_the_final_could_not_afford():
-    # a 305 s final over 60,000 images needs 8 epochs at 8 x 60,000 / (0.85 x 305) = 1,851 images/s;
-    # pruned below 80% of that, as a few seconds' measurement reads slow on a busy machine
-    assert plan.speed_floor(2_200, 305, 60_000) == pytest.approx(0.8 * 1_851, rel=0.01)
-    # a budget too small even for the default configuration: only trials slower than 80% of it go
-    assert plan.speed_floor(2_200, 60, 60_000) == pytest.approx(0.8 * 2_200)
+    # a 305 s final over 60,000 images needs 8 x 60,000 / 305 = 1,574 images/s for 8 epochs; on a host
+    # of 0.85 steadiness a trial's first seconds read up to 15% slow, and the final's epochs take 15%
+    # longer: the floor is the same
+    assert plan.speed_floor(2_200, 305, 60_000, 0.85) == pytest.approx(1_574, rel=0.01)
+    assert plan.speed_floor(2_200, 305, 60_000, 1.0) == plan.speed_floor(2_200, 305, 60_000, 0.85)
+    # a budget too small even for the default configuration: only trials slower than 85% of it go
+    assert plan.speed_floor(2_200, 60, 60_000, 0.85) == pytest.approx(0.85 * 2_200)
     budget = Budget(900, SHARES)
     later = sum(SHARES[s] for s in ("diagnose", "refine", "final"))
     assert budget.final_after(300, ["diagnose", "refine"]) == pytest.approx((900 - 300) * SHARES["final"] / later,

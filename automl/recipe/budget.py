@@ -5,35 +5,48 @@ gives its time to the later ones, and one that overruns takes it from them.
 
 Where a full pass over the data is dear for the budget (Fashion-MNIST's 51,000 images on two
 CPU cores), the budget is planned from the training speed the LR sweeps measured: the final
-training gets a larger share, enough for ``FINAL_EPOCHS`` epochs where it can, and the
-searches rank their trials on stratified subsets sized so that each can afford its trials.
+training gets a larger share, enough for the epochs the space's configuration names where it
+can, and the searches rank their trials on stratified subsets sized so that each can afford its
+trials. The margins for a host whose speed varies come from how steadily it ran the sweeps and
+the searches' epochs (``steadiness``), not from a constant.
+
+The stages' usual shares are weights: each stage's seconds are its weight's part of what is
+left to it and the stages after it, so they need not sum to 1 (transfer runs only for a space
+with a trained backbone).
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 
 PLANNED = ("coarse", "diagnose", "refine", "final")  # the kinds of stage the plan re-shares
-# Full-data epochs worth taking time from the searches for: on Fashion-MNIST at 900 s the searches
-# found little beyond the default family, and a final of 9 epochs was still improving at its last.
-FINAL_EPOCHS = 18
 MIN_FINAL_EPOCHS = 8  # fewer, and a cheaper configuration that affords them is the better final model
 MORE_ERRORS = 1.25  # ... if it makes at most this many times the errors of the best of its search
-# The final's epochs are foreseen in this share of its seconds (to choose its configuration and the
-# searches' speed floor): a slow patch of the host (epochs 40-70% slower for minutes on a shared
-# machine) still leaves it about the epochs it was chosen for. It trains for all its seconds, with
-# its LR schedule fitted into the epochs it gets (automl.training.time_budget).
-FINAL_USE = 0.85
 MAX_FINAL = 0.6  # of what the planned stages have: the searches keep at least 40%
+# How steady a host that measured nothing runs (``steadiness``): as unsteady as it is allowed to be.
+LEAST_STEADY = 0.5
 # Trials a search stage should afford: enough for TPE to learn (coarse), and the seeds plus a
 # few more (refine).
 TRIALS = {"coarse": 12, "refine": 5}
 MIN_TRAIN, MIN_VAL = 2000, 2000  # below these, rankings are noise
 EVAL_COST = 1 / 3  # a validation image costs about a third of a training image (no backward pass)
-# A trial's speed, measured for a few seconds of its first epoch, reads up to about 20% slow on
-# a busy machine: the searches prune only below this share of the speed a configuration needs
-# (the final's choice, from steady epoch times, rejects what still does not fit).
-MARGIN = 0.8
+
+
+def steadiness(durations) -> float:
+    """How steadily the host ran pieces of equal work (``durations``, in seconds): the median
+    piece's time over the 90th percentile's. 1.0 on a quiet host; 0.7 where one piece in ten
+    took 40% longer than usual. A speed measured for a few seconds reads that much slow, and an
+    epoch foreseen at the usual speed takes that much longer, so the budget plans with it: the
+    searches prune only trials slower than this share of the speed the final needs, and the
+    final's epochs are foreseen in this share of its seconds. Never below ``LEAST_STEADY``,
+    which is also the answer with fewer than four pieces."""
+    times = sorted(d for d in durations if d > 0 and math.isfinite(d))
+    if len(times) < 4:
+        return LEAST_STEADY
+    slow = times[min(len(times) - 1, math.ceil(0.9 * len(times)) - 1)]
+    return max(LEAST_STEADY, min(1.0, statistics.median(times) / slow))
 
 
 class Budget:
@@ -64,25 +77,25 @@ class Budget:
 
 
 def planned_shares(shares: dict[str, float], images_per_second: float, final_images: int,
-                   remaining: float) -> dict[str, float]:
-    """``shares`` re-shared so that the final training gets time for ``FINAL_EPOCHS`` epochs over
+                   remaining: float, final_epochs: int) -> dict[str, float]:
+    """``shares`` re-shared so that the final training gets time for ``final_epochs`` epochs over
     ``final_images`` (at the measured speed), up to ``MAX_FINAL`` of what is left; never less than
     its usual share."""
     planned = sum(shares[s] for s in PLANNED)
-    wanted = FINAL_EPOCHS * final_images / images_per_second / max(remaining, 1.0)
+    wanted = final_epochs * final_images / images_per_second / max(remaining, 1.0)
     final = min(MAX_FINAL, max(shares["final"] / planned, wanted))
     searches = planned - shares["final"]
     return {**shares, **{s: shares[s] * (1 - final) * planned / searches for s in PLANNED if s != "final"},
             "final": final * planned}
 
 
-def speed_floor(default_speed: float, final_seconds: float, final_images: int) -> float:
-    """The images per second below which a search prunes a trial: ``MARGIN`` times the speed a
-    final training of ``final_seconds`` needs to afford ``MIN_FINAL_EPOCHS`` epochs over
-    ``final_images``, or times the default configuration's speed where even that falls short (the
-    first trial of a search must pass)."""
-    needed = MIN_FINAL_EPOCHS * final_images / max(FINAL_USE * final_seconds, 1.0)
-    return MARGIN * min(needed, default_speed)
+def speed_floor(default_speed: float, final_seconds: float, final_images: int, steady: float) -> float:
+    """The images per second below which a search prunes a trial: the speed at which a final
+    training of ``final_seconds`` affords ``MIN_FINAL_EPOCHS`` epochs over ``final_images``, or
+    ``steady`` times the default configuration's speed where even that falls short (the first
+    trial must pass). On a host of ``steady`` steadiness (``steadiness``) a trial's first seconds
+    may read that much slow, and the final's epochs take that much longer: the two cancel."""
+    return min(MIN_FINAL_EPOCHS * final_images / max(final_seconds, 1.0), steady * default_speed)
 
 
 def subset_sizes(images_per_second: float, seconds: float, epochs: int, trials: int, train: int,

@@ -17,6 +17,7 @@ import numpy as np
 from automl.builder import build_model
 from automl.config import TrialConfig
 from automl.data import Dataset
+from automl.recipe.budget import steadiness
 from automl.training.optimizers import make_optimizer
 from automl.training.phases import freeze_as_training_starts
 
@@ -193,7 +194,8 @@ def lr_range_test(config: TrialConfig, data: Dataset, min_lr: float = 1e-6, max_
     band = (suggested / 3, min(suggested * 3, lrs[lowest]))
     measured = {"suggested_lr": suggested, "band_low": band[0], "band_high": band[1],
                 "lowest_loss_lr": float(lrs[lowest]), "steps": len(smooth),
-                "images_per_second": batch * recorder.batches_per_second()}
+                "images_per_second": batch * recorder.batches_per_second(),
+                "steadiness": steadiness(recorder.window_seconds())}
     finding = Finding("lr_range", lowest > 0, "healthy" if lowest > 0 else "no_decrease",
                       f"Swept the LR from {min_lr:g} to {max_lr:g} over {steps} batches: the loss falls fastest near "
                       f"{lrs[steepest]:.2g} and is lowest at {lrs[lowest]:.2g}; later stages search "
@@ -217,3 +219,8 @@ class _BatchLosses(keras.callbacks.Callback):
 
     def batches_per_second(self) -> float:
         return (len(self.times) - 1) / (self.times[-1] - self.times[0]) if len(self.times) > 1 else math.nan
+
+    def window_seconds(self, batches: int = 10) -> list[float]:
+        """The seconds of each run of ``batches`` batches after the first batch."""
+        ends = self.times[::batches]
+        return np.diff(ends).tolist()

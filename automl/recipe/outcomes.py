@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from automl.errors import UserError
+from automl.recipe.budget import LEAST_STEADY
 
 
 @dataclass
@@ -40,6 +41,7 @@ class LRRangeOutputs:
     curves: dict[str, dict]  # per optimizer: lr, loss, suggested, band, ok
     shares: dict[str, float]  # the budget's shares, planned from the measured speed
     images_per_second: float  # the default configuration's training speed
+    steadiness: float = LEAST_STEADY  # how steadily the host ran the default's sweep (budget.steadiness)
 
 
 @dataclass

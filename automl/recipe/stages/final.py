@@ -4,6 +4,7 @@ seconds, evaluate it once on the test split, and export it as ``automl export`` 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
 import optuna
@@ -30,7 +31,7 @@ class Choice:
     stage: str
     trial: optuna.trial.FrozenTrial
     why: str
-    planned: int  # epochs the schedule is planned over
+    planned: int  # epochs the schedule is planned over: the configuration's, or all that fit
     epoch_seconds: float  # a final epoch, foreseen
     affordable: int  # epochs foreseen to fit in the final's seconds
 
@@ -43,9 +44,22 @@ def epoch_estimate(trial: optuna.trial.FrozenTrial, search: SearchOutputs, final
     return record.steady_epoch_seconds * final_images / seen, record.first_epoch_extra
 
 
+def epoch_steadiness(searches: list[Candidates]) -> float:
+    """``budget.steadiness`` of the searches' epochs after each trial's first, each over its
+    trial's median: how much longer than foreseen a final epoch may take on this host."""
+    ratios = []
+    for c in searches:
+        for t in c.trials:
+            times = TrialRecord.of(t).epoch_seconds[1:]
+            if len(times) > 1:
+                usual = statistics.median(times)
+                ratios += [e / usual for e in times]
+    return budget.steadiness(ratios)
+
+
 def choose_final(searches: list[Candidates], seconds: float, final_images: int, objective: str,
                  min_epochs: int) -> Choice:
-    """The trial whose configuration the final stage trains, and why.
+    """The trial whose configuration the final stage trains, for how many epochs, and why.
 
     From the last search with a complete trial (``searches`` latest first): the best, or, by the
     one-standard-error rule, the cheapest per epoch of those whose validation accuracy is within a
@@ -55,18 +69,24 @@ def choose_final(searches: list[Candidates], seconds: float, final_images: int, 
     trial of the latest search whose configuration it does afford that many, provided it makes at
     most ``budget.MORE_ERRORS`` times the errors (or loss) of its search's best: a much worse
     configuration is not rescued by more epochs. ``min_epochs``: the epochs the last diagnosis
-    planned (a configuration's own may be more)."""
+    planned (a configuration's own may be more).
+
+    Time, not the configuration's epoch count, bounds the final: its schedule is planned over
+    all the epochs its seconds afford where they are more. Epochs are foreseen in the share of the
+    seconds that the searches' epoch times say a slow patch of the host leaves
+    (``epoch_steadiness``)."""
     searches = [c for c in searches if c.trials]
     first = searches[0]
     best = pick = first.trials[0]
     why = "the best"
+    steady = epoch_steadiness(searches)
 
-    def planned(t) -> int:
+    def named(t) -> int:
         return max(TrialRecord.of(t).config["training"]["epochs"], min_epochs)
 
     def affordable(c: Candidates, t) -> int:
         epoch, tracing = epoch_estimate(t, c.search, final_images)
-        return max(1, min(planned(t), int((budget.FINAL_USE * seconds - tracing) / epoch)))
+        return max(1, int((steady * seconds - tracing) / epoch))
 
     if objective == "val_accuracy":
         error = math.sqrt(best.value * (1 - best.value) / first.search.val_images)
@@ -78,7 +98,7 @@ def choose_final(searches: list[Candidates], seconds: float, final_images: int, 
                    f"{best.number} ({best.value:.4f}), and {speed:.1f}x as fast per epoch")
 
     def fits(c: Candidates, t) -> bool:
-        return affordable(c, t) >= min(budget.MIN_FINAL_EPOCHS, planned(t))
+        return affordable(c, t) >= min(budget.MIN_FINAL_EPOCHS, named(t))
 
     def close(c: Candidates, t) -> bool:
         top = c.trials[0].value
@@ -94,8 +114,9 @@ def choose_final(searches: list[Candidates], seconds: float, final_images: int, 
             chosen, pick = options[0]
             why = f"the best whose final training fits {budget.MIN_FINAL_EPOCHS} epochs in {seconds:.0f} s ({dear})"
     epoch, _ = epoch_estimate(pick, chosen.search, final_images)
-    return Choice(chosen.stage, pick, f"trial {pick.number} of the {chosen.stage} search, {why}", planned(pick),
-                  epoch, affordable(chosen, pick))
+    affords = affordable(chosen, pick)
+    return Choice(chosen.stage, pick, f"trial {pick.number} of the {chosen.stage} search, {why}",
+                  max(named(pick), affords), epoch, affords)
 
 
 class Final(Stage):

@@ -51,7 +51,8 @@ class LRRange(Stage):
         speed = first["images_per_second"]
         shares, plan = _plan(ctx, speed)
         return StageResult(True, verdict, summary, changes=[*notes, plan], measured=first,
-                           outputs=LRRangeOutputs(space=space, curves=curves, shares=shares, images_per_second=speed))
+                           outputs=LRRangeOutputs(space=space, curves=curves, shares=shares, images_per_second=speed,
+                                                  steadiness=first["steadiness"]))
 
     def report(self, record, view):
         if record.outputs.curves:
@@ -59,10 +60,12 @@ class LRRange(Stage):
 
 
 def _plan(ctx, images_per_second: float) -> tuple[dict[str, float], str]:
-    """The budget's shares from the measured speed: time for the final training first."""
+    """The budget's shares from the measured speed: time for the final training first, as many
+    epochs as the space's configuration names."""
     final_images = len(ctx.data.x_train) + len(ctx.data.x_val)
     remaining = ctx.budget.remaining()
-    shares = budget.planned_shares(ctx.budget.shares, images_per_second, final_images, remaining)
+    epochs = ctx.default_config().training.epochs
+    shares = budget.planned_shares(ctx.budget.shares, images_per_second, final_images, remaining, epochs)
     later = {s: remaining * shares[s] / sum(shares[t] for t in budget.PLANNED) for s in budget.PLANNED}
     epoch = final_images / images_per_second
     return shares, (f"budget: the default model trains {images_per_second:.0f} images/s, so an epoch over the "

@@ -165,9 +165,10 @@ def run(ctx, stage: Stage, space: str, epochs: int, seconds: float, data: Datase
     speed = _speed(ctx)
     final_images = len(ctx.data.x_train) + len(ctx.data.x_val)
     between = [k for k in ctx.later if k != "final"]
-    floor = budget.speed_floor(speed, ctx.budget.final_after(seconds, between), final_images)
+    steady = ctx.outcomes.lr_range.steadiness
+    floor = budget.speed_floor(speed, ctx.budget.final_after(seconds, between), final_images, steady)
     ctx.say(f"{stage.name}: trials slower than {floor:.0f} images/s are pruned (the final training could not "
-            f"afford {budget.MIN_FINAL_EPOCHS} epochs of them)")
+            f"afford {budget.MIN_FINAL_EPOCHS} epochs of them; the host ran its sweep at {steady:.0%} steadiness)")
     hooks = SearchHooks(run_name=stage.name, nest_under=ctx.tune_run, tags={"automl.stage": stage.name},
                         log_model=False, first_trials=first_trials, trial_callbacks=[SpeedFloor(floor)])
     # the subset even where it is all the data: subsample leaves the test split out in every process

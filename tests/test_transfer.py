@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -20,12 +21,15 @@ from automl.config import Backbone, TrialConfig
 from automl.data import Dataset
 from automl.errors import ArchitectureError, SpaceError
 from automl.recipe import transfer
+from automl.recipe.outcomes import StageRecord, TransferOutputs
+from automl.recipe.stages.transfer import Transfer
 from automl.saving import load_model
 from automl.space import SearchSpace
 from automl.training import phases
 from automl.training.fit import fit
 
 from .conftest import ROOT
+from .test_recipe_stages import FakeContext
 
 # layers with weights at 8x8, 4x4 and 2x2: three stages; batch norm, so that frozen statistics
 # can be checked
@@ -288,13 +292,12 @@ def _automl(*args, cwd):
     return done.stdout
 
 
-def test_tune_starts_from_the_policy_its_measurements_pick(tmp_path, digit_backbone, upper_digits):
-    data = _npz(upper_digits, tmp_path / "digits59.npz")
-    space = tmp_path / "transfer.yaml"
-    space.write_text(f"""
+def _transfer_space(path, backbone):
+    """A space over a trained backbone whose trainability and cut the transfer policy sets."""
+    path.write_text(f"""
 model:
   backbone:
-    source: {digit_backbone}
+    source: {backbone}
     trainable: {{choice: [head, top, all], default: all}}
     cut: {{int: [0, 2], default: 2}}
   head: {{dropout: {{float: [0.0, 0.3], default: 0.1}}}}
@@ -302,6 +305,34 @@ training:
   epochs: 4
   optimizer: {{name: adam, learning_rate: {{float: [1.0e-4, 1.0e-2], log: true, default: 3.0e-3}}}}
 """)
+    return path
+
+
+def test_the_transfer_stage_starts_the_space_from_its_readings_policy(tmp_path, digit_backbone, upper_digits):
+    ctx = FakeContext(tmp_path, upper_digits, space=_transfer_space(tmp_path / "transfer.yaml", digit_backbone))
+    result = Transfer().run(ctx, 30)
+    policy = result.outputs.policy
+    assert isinstance(result.outputs, TransferOutputs) and result.ok and result.verdict == "small_different"
+    rewritten = SearchSpace.load(result.outputs.space).default()["model"]["backbone"]
+    assert {k: rewritten[k] for k in ("trainable", "cut", "warmup_epochs")} == \
+        {k: policy[k] for k in ("trainable", "cut", "warmup_epochs")}
+    assert ctx.logged == [Path(result.outputs.space)]  # the rewritten space is logged to the stage's run
+    assert result.measured["probe_cut1_pretrained"] == result.outputs.probes[1]["pretrained"]
+    table = "".join(Transfer().report(_record_of(result), None))
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("|")][2:]  # past the header
+    assert "probe accuracy, trained backbone" in table
+    assert [(int(cut), float(trained)) for cut, trained, _ in rows] == \
+        [(p["cut"], round(p["pretrained"], 3)) for p in result.outputs.probes]
+
+
+def _record_of(result):
+    return StageRecord(ok=result.ok, verdict=result.verdict, summary=result.summary, outputs=result.outputs,
+                       stage="transfer", kind="transfer", seconds=1.0)
+
+
+def test_tune_starts_from_the_policy_its_measurements_pick(tmp_path, digit_backbone, upper_digits):
+    data = _npz(upper_digits, tmp_path / "digits59.npz")
+    space = _transfer_space(tmp_path / "transfer.yaml", digit_backbone)
     out = _automl("tune", "--space", str(space), "--data", str(data), "--budget", "90", "--until", "sanity",
                   "--study", "t", cwd=tmp_path)
     assert "[1/8] transfer" in out

@@ -38,4 +38,4 @@ class Transfer(Stage):
         probes = pd.DataFrame(record.outputs.probes).rename(
             columns={"pretrained": "probe accuracy, trained backbone", "random": "probe accuracy, untrained"})
         yield "Linear probes on the backbone's pooled features (cut: stages dropped from its top):\n\n"
-        yield probes.to_markdown(index=False, floatfmt=".3f") + "\n"
+        yield probes.to_markdown(index=False, floatfmt=(".0f", ".3f", ".3f")) + "\n"  # cut: an integer

@@ -127,15 +127,23 @@ def test_the_budget_carries_over_what_a_stage_leaves():
 
 def test_where_an_epoch_is_dear_the_final_training_gets_more_of_the_budget():
     usual = plan.planned_shares(SHARES, images_per_second=50_000, final_images=1_400, remaining=250,
-                                final_epochs=15)  # digits
+                                final_epochs=15, search_seconds=1.0)  # digits
     assert usual == pytest.approx(SHARES)
+    # Fashion-MNIST at 1,500 images/s: the searches cannot do without 17 trials of 3 epochs on 2,000
+    # training and 2,000 validation images (a third of the cost each): 91 s
+    least = plan.least_search_seconds(1_500, 3, train=51_000, val=9_000)
+    assert least == pytest.approx(17 * 3 * (2_000 + 2_000 / 3) / 1_500)
+    assert plan.least_search_seconds(1_500, 3, train=1_000, val=200) < least  # all there is, where smaller
     slow = plan.planned_shares(SHARES, images_per_second=1_500, final_images=60_000, remaining=780,
-                               final_epochs=15)  # Fashion-MNIST
+                               final_epochs=15, search_seconds=least)
     planned = sum(slow[s] for s in plan.PLANNED)
     assert planned == pytest.approx(sum(SHARES[s] for s in plan.PLANNED))  # the checks keep theirs
-    assert slow["final"] / planned == plan.MAX_FINAL  # 15 epochs would take 600 s of 780: capped
+    assert slow["final"] / planned == pytest.approx(600 / 780)  # 15 epochs take 600 s: the searches keep 180
+    tight = plan.planned_shares(SHARES, images_per_second=1_500, final_images=60_000, remaining=500,
+                                final_epochs=15, search_seconds=least)
+    assert tight["final"] / planned == pytest.approx(1 - least / 500)  # the searches keep what they need
     assert slow["coarse"] / slow["refine"] == pytest.approx(SHARES["coarse"] / SHARES["refine"])
-    budget = Budget(900, slow, spent_before=120)  # the checks took 120 s
+    budget = Budget(900, SHARES, spent_before=120, planned=slow)  # the checks took 120 s
     assert budget.allot("coarse", ["diagnose", "refine", "final"]) == pytest.approx(780 * slow["coarse"] / planned,
                                                                                      rel=0.01)
 

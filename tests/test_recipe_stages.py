@@ -287,6 +287,22 @@ def test_diagnose_reads_the_last_search_and_doubles_epochs_for_undertrained_curv
     assert ctx.tags["trial-run-0"]["automl.diagnosis"] == "undertrained"
 
 
+@pytest.mark.parametrize("epoch_seconds, final_part", [(1.0, None), (10.0, 15 * 1_437 / 130)])
+def test_the_first_diagnosis_plans_the_budget_again_from_the_speed_the_best_coarse_trial_trained_at(
+        tmp_path, digits, epoch_seconds, final_part):
+    outcomes = Outcomes({"lr_range": _lr_range()})
+    _coarse_done(outcomes)  # trials saw 1,000 training and 300 validation images
+    ctx = FakeContext(tmp_path, digits, outcomes=outcomes, prepared={"t/coarse": _search("t/coarse", [
+        (0.8, epoch_seconds, None), (0.7, 1.0, None)])})
+    shares = Diagnose().run(ctx, 5).outputs.shares
+    final = shares["final"] / (shares["final"] + shares["refine"])
+    if final_part is None:  # 1,300 images/s: 15 final epochs over digits' 1,437 take 17 s of 300: the usual share
+        assert final == pytest.approx(SHARES["final"] / (SHARES["final"] + SHARES["refine"]))
+    else:  # 130 images/s: 15 epochs take 166 s, which leaves refine the 99 s its 5 trials need
+        assert final == pytest.approx(final_part / ctx.budget.remaining(), rel=0.02)
+    assert Diagnose(2).run(ctx, 5).outputs.shares is None  # later rounds keep the plan
+
+
 def _refine_ctx(tmp_path, digits, round_best, coarse_best=0.80, val=300):
     outcomes = Outcomes({"lr_range": _lr_range()})
     _coarse_done(outcomes, coarse_best)

@@ -4,11 +4,13 @@ Each stage gets its share of what is left when it starts, so a stage that finish
 gives its time to the later ones, and one that overruns takes it from them.
 
 Where a full pass over the data is dear for the budget (Fashion-MNIST's 51,000 images on two
-CPU cores), the budget is planned from the training speed the LR sweeps measured: the final
-training gets a larger share, enough for the epochs the space's configuration names where it
-can, and the searches rank their trials on stratified subsets sized so that each can afford its
-trials. The margins for a host whose speed varies come from how steadily it ran the sweeps and
-the searches' epochs (``steadiness``), not from a constant.
+CPU cores), the budget is planned from the training speed the LR sweeps measured, and planned
+again from the speed the coarse search's best trial trained at (a sweep times the bare training
+step, which ran 1.6x as fast as a trial's epochs on Fashion-MNIST): the final training gets a
+larger share, enough for the epochs the space's configuration names as far as the searches keep
+what they cannot do without, and the searches rank their trials on stratified subsets sized so
+that each can afford its trials. The margins for a host whose speed varies come from how
+steadily it ran the sweeps and the searches' epochs (``steadiness``), not from a constant.
 
 The stages' usual shares are weights: each stage's seconds are its weight's part of what is
 left to it and the stages after it, so they need not sum to 1 (transfer runs only for a space
@@ -24,7 +26,6 @@ import time
 PLANNED = ("coarse", "diagnose", "refine", "final")  # the kinds of stage the plan re-shares
 MIN_FINAL_EPOCHS = 8  # fewer, and a cheaper configuration that affords them is the better final model
 MORE_ERRORS = 1.25  # ... if it makes at most this many times the errors of the best of its search
-MAX_FINAL = 0.6  # of what the planned stages have: the searches keep at least 40%
 # How steady a host that measured nothing runs (``steadiness``): as unsteady as it is allowed to be.
 LEAST_STEADY = 0.5
 # Trials a search stage should afford: enough for TPE to learn (coarse), and the seeds plus a
@@ -50,12 +51,14 @@ def steadiness(durations) -> float:
 
 
 class Budget:
-    def __init__(self, total: float, shares: dict[str, float], spent_before: float = 0.0):
-        """``shares``: each kind of stage's (the stages' own, or the plan's once made, see
-        ``planned_shares``); ``spent_before``: seconds the finished stages of an interrupted tune
-        already used."""
+    def __init__(self, total: float, usual: dict[str, float], spent_before: float = 0.0,
+                 planned: dict[str, float] | None = None):
+        """``usual``: each kind of stage's share, the stages' own; ``planned``: the plan's, once
+        made from measurements (``planned_shares``); ``spent_before``: seconds the finished stages
+        of an interrupted tune already used."""
         self.total, self.spent_before = total, spent_before
-        self.shares = dict(shares)
+        self.usual = dict(usual)
+        self.shares = dict(planned or usual)
         self.start = time.perf_counter()
 
     def spent(self) -> float:
@@ -76,17 +79,27 @@ class Budget:
         return max(0.0, self.remaining() - seconds) * self.shares["final"] / rest
 
 
-def planned_shares(shares: dict[str, float], images_per_second: float, final_images: int,
-                   remaining: float, final_epochs: int) -> dict[str, float]:
-    """``shares`` re-shared so that the final training gets time for ``final_epochs`` epochs over
-    ``final_images`` (at the measured speed), up to ``MAX_FINAL`` of what is left; never less than
-    its usual share."""
-    planned = sum(shares[s] for s in PLANNED)
+def planned_shares(usual: dict[str, float], images_per_second: float, final_images: int, remaining: float,
+                   final_epochs: int, search_seconds: float, left: tuple[str, ...] = PLANNED) -> dict[str, float]:
+    """``usual`` shares re-shared among the planned kinds ``left`` to run so that the final
+    training gets time for ``final_epochs`` epochs over ``final_images`` at ``images_per_second``,
+    as far as that leaves the searches the ``search_seconds`` they cannot do without
+    (``least_search_seconds``); never less than its usual share of ``remaining``."""
+    planned = sum(usual[s] for s in left)
     wanted = final_epochs * final_images / images_per_second / max(remaining, 1.0)
-    final = min(MAX_FINAL, max(shares["final"] / planned, wanted))
-    searches = planned - shares["final"]
-    return {**shares, **{s: shares[s] * (1 - final) * planned / searches for s in PLANNED if s != "final"},
+    most = 1 - search_seconds / max(remaining, 1.0)
+    final = max(usual["final"] / planned, min(most, wanted))
+    searches = planned - usual["final"]
+    return {**usual, **{s: usual[s] * (1 - final) * planned / searches for s in left if s != "final"},
             "final": final * planned}
+
+
+def least_search_seconds(images_per_second: float, epochs: int, train: int, val: int,
+                         searches: tuple[str, ...] = ("coarse", "refine")) -> float:
+    """What the ``searches`` cannot do without: each its ``TRIALS`` of ``epochs`` epochs on the
+    smallest subsets whose rankings are not noise (``MIN_TRAIN``, ``MIN_VAL``, or all there is)."""
+    per_epoch = (min(train, MIN_TRAIN) + EVAL_COST * min(val, MIN_VAL)) / images_per_second
+    return sum(TRIALS[s] for s in searches) * epochs * per_epoch
 
 
 def speed_floor(default_speed: float, final_seconds: float, final_images: int, steady: float) -> float:

@@ -66,6 +66,7 @@ class DiagnoseOutputs:
     epochs: int  # its planned epochs per trial
     verdicts: dict[str, dict]  # per trial number: verdict, why, value
     first_trials: list[dict]  # the top trials' values, the next round's first trials
+    shares: dict[str, float] | None = None  # the budget's, planned again from the searched speed (first round)
 
 
 @dataclass
@@ -146,6 +147,12 @@ class Outcomes:
     @property
     def lr_range(self) -> LRRangeOutputs:
         return self.outputs("lr_range", LRRangeOutputs)
+
+    def shares(self) -> dict[str, float] | None:
+        """The budget's shares as the latest plan made them (lr_range, then the first diagnosis)."""
+        plans = [r.outputs.shares for r in self.records.values()
+                 if isinstance(r.outputs, (LRRangeOutputs, DiagnoseOutputs)) and r.outputs.shares]
+        return plans[-1] if plans else None
 
     def searches(self) -> list[tuple[str, SearchOutputs]]:
         """The search stages that finished (coarse, then the refine rounds), in order."""

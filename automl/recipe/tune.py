@@ -29,7 +29,7 @@ from automl.hpo.study import open_named_study
 from automl.hpo.workers import TunePool
 from automl.recipe.budget import Budget
 from automl.recipe.context import StageContext
-from automl.recipe.outcomes import LRRangeOutputs, Outcomes, OverfitOutputs, StageRecord, TransferOutputs
+from automl.recipe.outcomes import Outcomes, OverfitOutputs, StageRecord, TransferOutputs
 from automl.recipe.plan import SHARES, plan
 from automl.recipe.report import write_report
 from automl.recipe.settings import TuneSettings
@@ -52,8 +52,8 @@ class Tune:
         self.study = open_named_study(settings.study, settings.storage, settings.direction, identity, self.data)
         self.outcomes = Outcomes({name: StageRecord.from_dict(record)
                                   for name, record in records.stage_records(self.study).items()})
-        shares = self.outcomes.lr_range.shares if "lr_range" in self.outcomes else SHARES
-        self.budget = Budget(settings.budget, shares, spent_before=self.outcomes.seconds())
+        self.budget = Budget(settings.budget, SHARES, spent_before=self.outcomes.seconds(),
+                             planned=self.outcomes.shares())
         self.tracker = Tracker(settings.tracking_uri, settings.study)
         self.top = ""
         self.workers: TunePool | None = None  # started for the first search stage, kept until the last
@@ -163,8 +163,8 @@ class Tune:
         self._describe(record.run_id or ctx.run_id, record)
         records.write_stage_record(self.study, stage.name, record.to_dict())
         self.outcomes.add(record)
-        if isinstance(record.outputs, LRRangeOutputs):  # the plan, from the speed the stage measured
-            self.budget.shares = record.outputs.shares
+        if self.outcomes.shares():  # the plan, from the speed the stages measured
+            self.budget.shares = self.outcomes.shares()
         self.say(f"{stage.name}: {'ok' if record.ok else 'STOP'} ({record.verdict}) in {seconds:.1f} s; "
                  f"{record.summary}")
         for change in record.changes:

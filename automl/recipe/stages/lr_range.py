@@ -61,11 +61,14 @@ class LRRange(Stage):
 
 def _plan(ctx, images_per_second: float) -> tuple[dict[str, float], str]:
     """The budget's shares from the measured speed: time for the final training first, as many
-    epochs as the space's configuration names."""
-    final_images = len(ctx.data.x_train) + len(ctx.data.x_val)
+    epochs as the space's configuration names, as far as the searches keep what they need."""
+    d = ctx.data
+    final_images = len(d.x_train) + len(d.x_val)
     remaining = ctx.budget.remaining()
     epochs = ctx.default_config().training.epochs
-    shares = budget.planned_shares(ctx.budget.shares, images_per_second, final_images, remaining, epochs)
+    searches = budget.least_search_seconds(images_per_second, min(ctx.settings.coarse_epochs, epochs),
+                                           len(d.x_train), len(d.x_val))
+    shares = budget.planned_shares(ctx.budget.usual, images_per_second, final_images, remaining, epochs, searches)
     later = {s: remaining * shares[s] / sum(shares[t] for t in budget.PLANNED) for s in budget.PLANNED}
     epoch = final_images / images_per_second
     return shares, (f"budget: the default model trains {images_per_second:.0f} images/s, so an epoch over the "

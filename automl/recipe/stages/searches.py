@@ -80,8 +80,30 @@ class Diagnose(Stage):
         said = "; ".join(f"trial {n} {r['verdict']} ({r['why']})" for n, r in readings.items())
         summary = (f"The {len(top)} best {source_name} trials read {said}. Verdict: {verdict}. The next round is "
                    f"seeded with them and narrowed around them.")
+        shares = self._replan(ctx, source, top[0], notes) if self.round == 1 and top else None
         return StageResult(True, verdict, summary, changes=notes, outputs=DiagnoseOutputs(
-            source=source_name, space=written, epochs=epochs, verdicts=readings, first_trials=values))
+            source=source_name, space=written, epochs=epochs, verdicts=readings, first_trials=values, shares=shares))
+
+    def _replan(self, ctx, source: SearchOutputs, best, notes: list[str]) -> dict[str, float] | None:
+        """The budget planned again from the speed the best coarse trial trained at: a trial's
+        epochs, with their validation and callbacks, are what the final's will be like, where the
+        sweep measured a bare training step."""
+        seconds = TrialRecord.of(best).steady_epoch_seconds
+        if not seconds > 0:
+            return None
+        d = ctx.data
+        speed = (source.train_images + source.val_images) / seconds
+        final_images = len(d.x_train) + len(d.x_val)
+        remaining = ctx.budget.remaining()
+        least = budget.least_search_seconds(speed, source.epochs, len(d.x_train), len(d.x_val), ("refine",))
+        left = ("refine", "final")
+        shares = budget.planned_shares(ctx.budget.usual, speed, final_images, remaining,
+                                       ctx.default_config().training.epochs, least, left)
+        final = remaining * shares["final"] / sum(shares[k] for k in left)
+        notes.append(f"budget: trial {best.number} trained {speed:.0f} images/s, so a final epoch takes about "
+                     f"{final_images / speed:.1f} s; of the {remaining:.0f} s left, refine gets "
+                     f"{remaining - final:.0f} and final {final:.0f}")
+        return shares
 
     def report(self, record, view):
         from automl import plots

@@ -67,7 +67,7 @@ def main() -> None:
         parser.error(f"--contenders: unknown {', '.join(sorted(unknown))}; choose from {', '.join(RUNNERS)}")
     commit = _commit()
     if not args.report_only:
-        done = {_key(r) for r in _runs() if r["commit"] == commit}
+        done = {_key(r) for r in _runs() if r["commit"] == commit and not r.get("error")}  # failed: run again
         for data, budget in cases:
             ensure_data("fashion_mnist" if data.startswith("fashion") else data)
             for seed in seeds:
@@ -80,10 +80,9 @@ def main() -> None:
 def _cell(data: str, budget: float, seed: int, contenders: list[str], space: str, commit: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        split = write_split(data, seed, work / "split.npz") if data != "fashion_small" \
-            else _small_split(seed, work / "split.npz")
-        settings = SimpleNamespace(data=str(split) if data == "fashion_small" else data, budget=budget, seed=seed,
-                                   space=space)
+        source = str(_small_draw(seed, work / "small.npz")) if data == "fashion_small" else data
+        split = write_split(source, seed, work / "split.npz")  # automl's split, for the other contenders
+        settings = SimpleNamespace(data=source, budget=budget, seed=seed, space=space)
         for name in contenders:
             folder = work / name
             folder.mkdir()
@@ -97,8 +96,9 @@ def _cell(data: str, budget: float, seed: int, contenders: list[str], space: str
                 log.write(json.dumps(run) + "\n")
 
 
-def _small_split(seed: int, path: Path) -> Path:
-    """fashion_small for ``seed``: a stratified-by-chance draw of Fashion-MNIST, as uint8 pixels."""
+def _small_draw(seed: int, path: Path) -> Path:
+    """fashion_small for ``seed``: a draw of Fashion-MNIST's images, as uint8 pixels; its training
+    images are split into train and validation as any .npz without a validation split is."""
     from automl.data import load_dataset
 
     full = load_dataset("fashion_mnist", seed=seed)
@@ -111,8 +111,6 @@ def _small_split(seed: int, path: Path) -> Path:
 
     np.savez(path, x_train=pixels(full.x_train[train]), y_train=full.y_train[train], x_test=pixels(full.x_test[test]),
              y_test=full.y_test[test])
-    print(f"data fashion_small: {SMALL_TRAIN} training images (split into train and validation by each contender)"
-          f", {SMALL_TEST} test, drawn with seed {seed}", flush=True)
     return path
 
 

@@ -66,7 +66,9 @@ def main() -> None:
     if unknown:
         parser.error(f"--contenders: unknown {', '.join(sorted(unknown))}; choose from {', '.join(RUNNERS)}")
     commit = _commit()
-    if not args.report_only:
+    if args.report_only:  # the runs on record: the latest commit that ran any
+        commit = next((r["commit"] for r in reversed(_runs())), commit)
+    else:
         done = {_key(r) for r in _runs() if r["commit"] == commit and not r.get("error")}  # failed: run again
         for data, budget in cases:
             ensure_data("fashion_mnist" if data.startswith("fashion") else data)
@@ -185,14 +187,15 @@ def _plot(points: dict) -> None:
         return
     figure, axes = plt.subplots(1, len(cases), figsize=(5 * len(cases), 4), squeeze=False)
     for ax, data in zip(axes[0], cases, strict=True):
-        for (case, name), series in sorted(points.items()):
-            if case == data:
-                budgets, means, errors = zip(*sorted(series), strict=True)
-                ax.errorbar(budgets, means, yerr=[0 if e != e else e for e in errors], marker="o", capsize=3,
-                            label=NAMES[name])
+        mine = [(name, series) for (case, name), series in sorted(points.items()) if case == data]
+        for i, (name, series) in enumerate(mine):
+            budgets, means, errors = zip(*sorted(series), strict=True)
+            dodged = [b * (1 + 0.015 * (i - len(mine) / 2)) for b in budgets]  # error bars side by side
+            ax.errorbar(dodged, means, yerr=[0 if e != e else e for e in errors], marker="o", capsize=3,
+                        label=NAMES[name])
         ax.set(title=data, xlabel="budget (s)", ylabel="test accuracy")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     figure.savefig(RESULTS / "search_matrix.png", dpi=110, bbox_inches="tight")
 
 

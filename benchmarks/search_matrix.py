@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/search_matrix.py --tier quick    # about 1.5 h on 2 cores
     .venv/bin/python benchmarks/search_matrix.py --tier full     # about a day
         [--seeds 0,1,2] [--contenders tune,tpe,baseline] [--cases digits@300,fashion_small@300]
+        [--workdir DIR]   # keep each cell's files: the tunes' reports, the studies
 
 Each cell (data case, budget, seed) runs the contenders of ``benchmarks/search_quality.py`` one
 after the other, on the same split; the seed sets the split, the draw of a small case and the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -56,6 +58,7 @@ def main() -> None:
     parser.add_argument("--contenders", help="comma-separated, instead of the tier's")
     parser.add_argument("--space", default=str(ROOT / "search_spaces" / "small_images.yaml"))
     parser.add_argument("--report-only", action="store_true", help="write the report from the runs on record")
+    parser.add_argument("--workdir", help="keep each cell's contenders' files (reports, studies) here")
     args = parser.parse_args()
     tier = TIERS[args.tier]
     cases = [(c.split("@")[0], float(c.split("@")[1])) for c in args.cases.split(",")] if args.cases \
@@ -75,18 +78,21 @@ def main() -> None:
             for seed in seeds:
                 todo = [c for c in contenders if (data, float(budget), seed, c) not in done]
                 if todo:
-                    _cell(data, float(budget), seed, todo, args.space, commit)
+                    _cell(data, float(budget), seed, todo, args.space, commit, args.workdir)
     report(cases, contenders, commit, machine())
 
 
-def _cell(data: str, budget: float, seed: int, contenders: list[str], space: str, commit: str) -> None:
+def _cell(data: str, budget: float, seed: int, contenders: list[str], space: str, commit: str,
+          keep: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = Path(keep) / f"{data}-{budget:.0f}-seed{seed}" if keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         source = str(_small_draw(seed, work / "small.npz")) if data == "fashion_small" else data
         split = write_split(source, seed, work / "split.npz")  # automl's split, for the other contenders
         settings = SimpleNamespace(data=source, budget=budget, seed=seed, space=space)
         for name in contenders:
             folder = work / name
+            shutil.rmtree(folder, ignore_errors=True)  # a failed run's files, kept by --workdir
             folder.mkdir()
             print(f"\n=== {data}, {budget:.0f} s, seed {seed}: {NAMES[name]} ===", flush=True)
             result = RUNNERS[name](folder, settings, split)

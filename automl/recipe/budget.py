@@ -9,8 +9,9 @@ again from the speed the coarse search's best trial trained at (a sweep times th
 training step: 2,730 images/s on Fashion-MNIST, where the best trial's epochs ran 2,390): the
 final training gets a larger share, enough for the epochs the space's configuration names as far
 as the searches keep what they cannot do without, and the searches rank their trials on
-stratified subsets sized so that each can afford its trials. The margins for a host whose speed varies come from how
-steadily it ran the sweeps and the searches' epochs (``steadiness``), not from a constant.
+stratified subsets sized so that each can afford its trials. The margins for a host whose speed
+varies come from how steadily it ran the sweeps and the searches' epochs (``steadiness``), not
+from a constant.
 
 The stages' usual shares are weights: each stage's seconds are its weight's part of what is
 left to it and the stages after it, so they need not sum to 1 (transfer runs only for a space
@@ -40,9 +41,9 @@ def steadiness(durations) -> float:
     piece's time over the 90th percentile's. 1.0 on a quiet host; 0.7 where one piece in ten
     took 40% longer than usual. A speed measured for a few seconds reads that much slow, and an
     epoch foreseen at the usual speed takes that much longer, so the budget plans with it: the
-    searches prune only trials slower than this share of the speed the final needs, and the
-    final's epochs are foreseen in this share of its seconds. Never below ``LEAST_STEADY``,
-    which is also the answer with fewer than four pieces."""
+    final's epochs are foreseen in this share of its seconds (``speed_floor`` says how the two
+    meet in the searches' pruning). Never below ``LEAST_STEADY``, which is also the answer with
+    fewer than four pieces."""
     times = sorted(d for d in durations if d > 0 and math.isfinite(d))
     if len(times) < 4:
         return LEAST_STEADY

@@ -61,8 +61,11 @@ def main() -> None:
     parser.add_argument("--workdir", help="keep each cell's contenders' files (reports, studies) here")
     args = parser.parse_args()
     tier = TIERS[args.tier]
-    cases = [(c.split("@")[0], float(c.split("@")[1])) for c in args.cases.split(",")] if args.cases \
-        else tier["cases"]
+    try:
+        cases = [(c.split("@")[0], float(c.split("@")[1])) for c in args.cases.split(",")] if args.cases \
+            else tier["cases"]
+    except (IndexError, ValueError):
+        parser.error(f"--cases {args.cases}: give data@seconds, comma-separated (digits@300,fashion_small@300)")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else tier["seeds"]
     contenders = args.contenders.split(",") if args.contenders else tier["contenders"]
     unknown = set(contenders) - set(RUNNERS)

@@ -301,6 +301,8 @@ def test_the_first_diagnosis_plans_the_budget_again_from_the_speed_the_best_coar
     else:  # 130 images/s: 15 epochs take 166 s, which leaves refine the 99 s its 5 trials need
         assert final == pytest.approx(final_part / ctx.budget.remaining(), rel=0.02)
     assert Diagnose(2).run(ctx, 5).outputs.shares is None  # later rounds keep the plan
+    ctx.settings.workers = 2  # two trials at a time on the same CPUs: each read half the speed
+    assert Diagnose().run(ctx, 5).outputs.shares is None
 
 
 def _refine_ctx(tmp_path, digits, round_best, coarse_best=0.80, val=300):

@@ -163,8 +163,8 @@ class Tune:
         self._describe(record.run_id or ctx.run_id, record)
         records.write_stage_record(self.study, stage.name, record.to_dict())
         self.outcomes.add(record)
-        if self.outcomes.shares():  # the plan, from the speed the stages measured
-            self.budget.shares = self.outcomes.shares()
+        if shares := self.outcomes.shares():  # the plan, from the speed the stages measured
+            self.budget.shares = shares
         self.say(f"{stage.name}: {'ok' if record.ok else 'STOP'} ({record.verdict}) in {seconds:.1f} s; "
                  f"{record.summary}")
         for change in record.changes:

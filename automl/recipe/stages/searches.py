@@ -89,7 +89,8 @@ class Diagnose(Stage):
         epochs, with their validation and callbacks, are what the final's will be like, where the
         sweep measured a bare training step."""
         seconds = TrialRecord.of(best).steady_epoch_seconds
-        if not seconds > 0:
+        s = ctx.settings
+        if not seconds > 0 or (s.workers > 1 and not s.gpus):  # trials that shared the CPUs read slow
             return None
         d = ctx.data
         speed = (source.train_images + source.val_images) / seconds

@@ -10,7 +10,9 @@ def load_model(path: str | Path, compile: bool = False):
     evaluation and reuse as a backbone need none, and each compiles its own)."""
     import keras
 
-    from automl.blocks import adapters  # noqa: F401  registers AdaptChannels and ApplicationInput
-    from automl.training import schedules  # noqa: F401  registers the LR schedules, a fine-tuning phase's too
+    # registered on import: the backbone adapters, the LR schedules (a fine-tuning phase's too) and the
+    # View layers of a final model's test-time views
+    from automl.blocks import adapters  # noqa: F401
+    from automl.training import schedules, test_time  # noqa: F401
 
     return keras.saving.load_model(path, compile=compile)

@@ -147,7 +147,7 @@ class Final(Stage):
         if s.verbose:
             callbacks.append(EpochPrinter(choice.planned, "  "))
         with precision(s):
-            result = train_final(config, ctx.data, epochs=choice.planned, seconds=seconds, seed=s.seed,
+            result, views = train_final(config, ctx.data, epochs=choice.planned, seconds=seconds, seed=s.seed,
                                  objective=s.objective, callbacks=callbacks, epoch_estimate=choice.epoch_seconds,
                                  jit_compile=s.jit_compile or "auto")
         model_path = s.folder / "final" / "model.keras"
@@ -166,11 +166,14 @@ class Final(Stage):
         ctx.log_model(model_path, best.number)
         tests = {k: v for k, v in result.metrics.items() if k.startswith("test_")}
         test = f"test accuracy {tests['test_accuracy']:.4f}" if "test_accuracy" in tests else "no test split"
+        if "single_test_accuracy" in tests:
+            test += f" ({tests['single_test_accuracy']:.4f} from the image as it is)"
         summary = (f"Trained trial {best.number}'s configuration ({result.params:,} params) for {epochs_run} of "
                    f"{choice.planned} epochs, best at epoch {result.best_epoch} on the held-out part "
-                   f"({s.objective} {result.metrics[s.objective]:.4f}); {test}.")
+                   f"({s.objective} {result.metrics[s.objective]:.4f}); {views.why}; {test}.")
         return StageResult(True, "healthy", f"{summary} Chosen: {choice.why}.", changes=[f"exported to {exported}/"],
-                           measured={**result.metrics, "epochs_run": epochs_run, "best_epoch": result.best_epoch},
+                           measured={**result.metrics, "epochs_run": epochs_run, "best_epoch": result.best_epoch,
+                                     "test_time_views": len(views.views)},
                            outputs=FinalOutputs(export=str(exported), model_path=str(model_path),
                                                 source_stage=choice.stage, source_trial=best.number))
 

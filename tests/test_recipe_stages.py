@@ -340,7 +340,7 @@ class _Epochs:
         self.epochs.append(epoch)
 
 
-def test_the_final_trains_the_chosen_configuration_tests_it_once_and_exports_it(tmp_path, digits):
+def _final_context(tmp_path, digits):
     from automl.hpo.study import open_named_study
 
     outcomes = Outcomes({"lr_range": _lr_range()})
@@ -348,9 +348,15 @@ def test_the_final_trains_the_chosen_configuration_tests_it_once_and_exports_it(
     prepared = {"t/coarse": _search("t/coarse", [(0.9, 0.5, None), (0.8, 0.5, None)])}
     ctx = FakeContext(tmp_path, digits, outcomes=outcomes, prepared=prepared)
     ctx.study = open_named_study("t", ctx.settings.storage, "maximize", {"space": "s", "kind": "tune"}, digits)
-    ctx.run_id, epochs, logged = "final-run", _Epochs(), []
-    ctx.epoch_log = lambda: epochs
-    ctx.log_model = lambda path, number: logged.append((path, number))
+    ctx.run_id, ctx.epochs, ctx.models = "final-run", _Epochs(), []
+    ctx.epoch_log = lambda: ctx.epochs
+    ctx.log_model = lambda path, number: ctx.models.append((path, number))
+    return ctx
+
+
+def test_the_final_trains_the_chosen_configuration_tests_it_once_and_exports_it(tmp_path, digits):
+    ctx = _final_context(tmp_path, digits)
+    epochs, logged = ctx.epochs, ctx.models
     result = Final().run(ctx, 20)
     out = result.outputs
     assert (out.source_stage, out.source_trial) == ("coarse", 0) and "trial 0 of the coarse search" in result.summary
@@ -359,6 +365,23 @@ def test_the_final_trains_the_chosen_configuration_tests_it_once_and_exports_it(
     assert 0.9 <= result.measured["test_accuracy"] <= 1.0 and epochs.epochs[:2] == [0, 1]
     assert logged == [(ctx.settings.folder / "final" / "model.keras", 0)]
     assert (tmp_path / "out" / "t" / "model" / "automl.json").is_file()
+
+
+def test_a_final_whose_held_out_part_chose_views_is_tested_and_exported_with_them(tmp_path, digits, monkeypatch):
+    from automl.recipe import final
+    from automl.saving import load_model
+    from automl.training.test_time import View, ViewChoice
+
+    mirror = ViewChoice("mirror", [None, View(flip=True)], 0.01, 0.001, "predictions average 2 views (mirror)")
+    monkeypatch.setattr(final, "choose_views", lambda *args, **kwargs: mirror)
+    result = Final().run(_final_context(tmp_path, digits), 20)
+    assert result.measured["test_time_views"] == 2 and "average 2 views (mirror)" in result.summary
+    exported = load_model(tmp_path / "out" / "t" / "model" / "model.keras")
+    assert any(isinstance(layer, View) for layer in exported.layers)
+    predicted = exported.predict(digits.x_test, verbose=0).argmax(axis=1)
+    assert result.measured["test_accuracy"] == pytest.approx((predicted == digits.y_test).mean())
+    assert 0.9 <= result.measured["single_test_accuracy"] <= 1.0
+    assert f"({result.measured['single_test_accuracy']:.4f} from the image as it is)" in result.summary
 
 
 def test_a_search_with_no_completed_trial_is_one_report_line_not_optuna_warnings(tmp_path, caplog):

@@ -104,11 +104,11 @@ def choose_views(model: keras.Model, x: np.ndarray, y: np.ndarray, objective: st
         error = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.inf
         if d.mean() > error and d.mean() > best.gain:
             best = ViewChoice(name, views, float(d.mean()), error, "")
-    unit = "accuracy" if objective == "val_accuracy" else "minus loss"
     if best.name is None:
         best.why = (f"no test-time views: none beat the image as it is on the {len(y):,} held-out images by more "
                     "than a standard error")
     else:
+        gain = f"gain {best.gain:+.4f} accuracy" if objective == "val_accuracy" else f"lower the loss by {best.gain:.4f}"
         best.why = (f"predictions average {len(best.views)} views ({best.name}): on the {len(y):,} held-out images "
-                    f"they gain {best.gain:+.4f} {unit} over the single view (standard error {best.error:.4f})")
+                    f"they {gain} over the image as it is (standard error {best.error:.4f})")
     return best

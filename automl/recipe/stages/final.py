@@ -166,8 +166,8 @@ class Final(Stage):
         ctx.log_model(model_path, best.number)
         tests = {k: v for k, v in result.metrics.items() if k.startswith("test_")}
         test = f"test accuracy {tests['test_accuracy']:.4f}" if "test_accuracy" in tests else "no test split"
-        if "single_test_accuracy" in tests:
-            test += f" ({tests['single_test_accuracy']:.4f} from the image as it is)"
+        if "single_test_accuracy" in result.metrics:
+            test += f" ({result.metrics['single_test_accuracy']:.4f} from the image as it is)"
         summary = (f"Trained trial {best.number}'s configuration ({result.params:,} params) for {epochs_run} of "
                    f"{choice.planned} epochs, best at epoch {result.best_epoch} on the held-out part "
                    f"({s.objective} {result.metrics[s.objective]:.4f}); {views.why}; {test}.")

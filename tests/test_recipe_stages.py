@@ -400,3 +400,22 @@ def test_a_search_with_no_completed_trial_is_one_report_line_not_optuna_warnings
         optuna.logging.disable_propagation()
     assert parts == ["(no parameter importances: no trial completed)\n"]
     assert not [r for r in caplog.records if r.name.startswith("optuna") and r.levelno >= 30], caplog.text
+
+
+@pytest.mark.parametrize("final_seconds, measured, ending", [
+    (88.0, {"epochs_run": 9, "planned_epochs": 9, "best_epoch": 9}, "budget."),
+    (60.0, {"epochs_run": 6, "planned_epochs": 12, "best_epoch": 3},
+     "budget: the final converged, stopped early at epoch 6 of the 12 planned, as its held-out part had not "
+     "improved since epoch 3."),
+    (60.0, {"epochs_run": 9, "planned_epochs": 9, "best_epoch": 9},
+     "budget: the final trained its 9 planned epochs faster than foreseen."),
+])
+def test_the_report_says_how_much_of_its_budget_the_tune_used_and_why_it_left_time(final_seconds, measured, ending):
+    from automl.recipe.outcomes import FinalOutputs
+    from automl.recipe.report import budget_use
+
+    final = StageRecord(ok=True, verdict="healthy", summary="", outputs=FinalOutputs("", "", "coarse", 0),
+                        stage="final", kind="final", seconds=final_seconds, budget=90.0, measured=measured)
+    outcomes = Outcomes({"lr_range": _lr_range(), "final": final})  # lr_range took 10 s: a 100 s budget
+    assert budget_use(outcomes) == f"Stages took {10 + final_seconds:.0f} s of the 100 s " + ending
+    assert budget_use(Outcomes({"lr_range": _lr_range()})) == "Stages took 10 s in all."

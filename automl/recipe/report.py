@@ -50,7 +50,7 @@ def _sections(outcomes: Outcomes, view: ReportView):
     yield f"# Tune report: {view.tune.study_name}\n"
     yield (f"Space `{info.space}` on data `{info.data}` ({info.num_classes} classes, input "
            f"{'x'.join(str(d) for d in info.input_shape or [])}); objective {info.objective}. "
-           f"Stages took {outcomes.seconds():.0f} s in all.\n")
+           f"{budget_use(outcomes)}\n")
     final = records.best_trial(view.tune)
     if final is not None:
         tests = {k: v for k, v in TrialRecord.of(final).metrics.items() if k.startswith("test_")}
@@ -69,6 +69,27 @@ def _sections(outcomes: Outcomes, view: ReportView):
         if record.changes:
             yield "Changes for the next stages:\n\n" + "".join(f"- {c}\n" for c in record.changes)
         yield from stage_of(record).report(record, view)
+
+
+USED = 0.95  # a tune that ends with less than this part of its budget spent says why
+
+
+def budget_use(outcomes: Outcomes) -> str:
+    """How much of its budget the tune spent and, where it left more than a twentieth, why: the
+    final is given all that is left, so only its early stop (it converged) leaves time unused."""
+    spent, final = outcomes.seconds(), outcomes.get("final")
+    if final is None:
+        return f"Stages took {spent:.0f} s in all."
+    budget = spent - final.seconds + final.budget
+    line = f"Stages took {spent:.0f} s of the {budget:.0f} s budget"
+    m = final.measured
+    if spent >= USED * budget:
+        return line + "."
+    run, planned = m.get("epochs_run"), m.get("planned_epochs")
+    if run and planned and run < planned:
+        return (line + f": the final converged, stopped early at epoch {run} of the {planned} planned, as its "
+                f"held-out part had not improved since epoch {m['best_epoch']}.")
+    return line + f": the final trained its {run} planned epochs faster than foreseen."
 
 
 def _html(text: str, folder: Path, title: str) -> str:

@@ -108,7 +108,8 @@ def choose_views(model: keras.Model, x: np.ndarray, y: np.ndarray, objective: st
         best.why = (f"no test-time views: none beat the image as it is on the {len(y):,} held-out images by more "
                     "than a standard error")
     else:
-        gain = f"gain {best.gain:+.4f} accuracy" if objective == "val_accuracy" else f"lower the loss by {best.gain:.4f}"
+        gain = (f"gain {best.gain:+.4f} accuracy" if objective == "val_accuracy"
+                else f"lower the loss by {best.gain:.4f}")
         best.why = (f"predictions average {len(best.views)} views ({best.name}): on the {len(y):,} held-out images "
                     f"they {gain} over the image as it is (standard error {best.error:.4f})")
     return best

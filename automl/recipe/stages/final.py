@@ -173,7 +173,7 @@ class Final(Stage):
                    f"({s.objective} {result.metrics[s.objective]:.4f}); {views.why}; {test}.")
         return StageResult(True, "healthy", f"{summary} Chosen: {choice.why}.", changes=[f"exported to {exported}/"],
                            measured={**result.metrics, "epochs_run": epochs_run, "best_epoch": result.best_epoch,
-                                     "test_time_views": len(views.views)},
+                                     "planned_epochs": choice.planned, "test_time_views": len(views.views)},
                            outputs=FinalOutputs(export=str(exported), model_path=str(model_path),
                                                 source_stage=choice.stage, source_trial=best.number))
 

@@ -97,3 +97,10 @@ def test_lr_range_test_finds_a_band_below_divergence(quick, digits):
     assert 1e-4 < low < result.suggested <= high < 1.0  # Adam on digits: around 1e-3
     assert len(result.learning_rates) == len(result.losses) > 50
     assert min(result.losses) < 0.5 * result.losses[0]
+
+
+def test_overfit_stops_once_it_fits_enough_to_pass_when_its_time_is_up(quick, digits):
+    finding = check_overfit(quick, digits, seconds=0)
+    assert finding.ok and finding.verdict == "healthy"
+    assert 0.9 <= finding.measured["train_accuracy"] < 0.999 and "enough to pass" in finding.summary
+    assert finding.measured["epochs"] < check_overfit(quick, digits).measured["epochs"]

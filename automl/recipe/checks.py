@@ -21,6 +21,9 @@ from automl.recipe.budget import steadiness
 from automl.training.optimizers import make_optimizer
 from automl.training.phases import freeze_as_training_starts
 
+MEMORIZED = 0.999  # the overfit check's batches fitted: every image, but for a rounding
+FITS = 0.9  # fitted enough that the model can learn: the overfit check passes
+
 
 @dataclass
 class Finding:
@@ -89,12 +92,15 @@ def check_initial_loss(config: TrialConfig, data: Dataset, samples: int = 512, s
 
 
 def check_overfit(config: TrialConfig, data: Dataset, batches: int = 8, max_epochs: int = 60,
-                  seed: int = 0, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Finding:
+                  seed: int = 0, callbacks: Sequence[keras.callbacks.Callback] = (),
+                  seconds: float | None = None) -> Finding:
     """Train without regularization on ``batches`` batches: a healthy setup memorizes them.
 
     Also compares with validation accuracy: memorized but at chance on unseen data means the
     labels carry no signal about the images (e.g. shuffled against them). ``callbacks`` see the
-    training, as in ``lr_range_test``.
+    training, as in ``lr_range_test``. After ``seconds``, training stops as soon as it fits enough
+    of the batches to pass (``FITS``); a model that does not yet goes on to ``max_epochs``, so the
+    time never turns a slow host into a failed check.
     """
     keras.utils.set_random_seed(seed)
     cfg = plain(config)
@@ -107,7 +113,7 @@ def check_overfit(config: TrialConfig, data: Dataset, batches: int = 8, max_epoc
                   loss="categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x, keras.utils.to_categorical(y, data.num_classes), batch_size=cfg.training.batch_size,
                         epochs=max_epochs, verbose=0,
-                        callbacks=[keras.callbacks.TerminateOnNaN(), _StopWhenMemorized(), *callbacks]).history
+                        callbacks=[keras.callbacks.TerminateOnNaN(), _StopWhenMemorized(seconds), *callbacks]).history
     losses, accuracy = history["loss"], history["accuracy"][-1]
     measured = {"subset": n, "epochs": len(losses), "first_loss": losses[0], "last_loss": losses[-1],
                 "train_accuracy": accuracy}
@@ -115,13 +121,13 @@ def check_overfit(config: TrialConfig, data: Dataset, batches: int = 8, max_epoc
     # Exploded: NaN, growing, or far above the ln(C) an untrained softmax starts at (a first
     # epoch that blew up can leave the units dead and the loss flat but huge).
     finite, start = [v for v in losses if math.isfinite(v)], math.log(data.num_classes)
-    if len(finite) < len(losses) or losses[-1] > 3 * losses[0] or (max(finite) > 10 * start and accuracy < 0.9):
+    if len(finite) < len(losses) or losses[-1] > 3 * losses[0] or (max(finite) > 10 * start and accuracy < FITS):
         peak = "NaN" if len(finite) < len(losses) else f"{max(finite):.3g}"
         return Finding("overfit", False, "diverged",
                        f"The loss exploded (to {peak}; an untrained model starts near ln(C) = {start:.3g}) training "
                        f"on {n} images: the learning rate {lr:g} is too high for this model, or the initialization "
                        f"is bad.", measured)
-    if accuracy < 0.9:
+    if accuracy < FITS:
         slow = losses[-1] > 0.8 * losses[0]
         return Finding("overfit", False, "lr_too_low" if slow else "cannot_overfit",
                        f"After {len(losses)} epochs the model fits only {accuracy:.0%} of {n} training images"
@@ -138,14 +144,23 @@ def check_overfit(config: TrialConfig, data: Dataset, batches: int = 8, max_epoc
                        f"The model memorized {n} training images ({accuracy:.0%}) but is at chance on validation "
                        f"({val_accuracy:.1%} vs {chance:.1%}): the labels carry no signal about the images "
                        f"(shuffled or mismatched?). Stopping instead of spending the budget.", measured)
+    short = f", enough to pass when the stage's {seconds:.0f} s were up" if accuracy < MEMORIZED else ""
     return Finding("overfit", True, "healthy",
-                   f"Memorized {n} training images ({accuracy:.0%}) in {len(losses)} epochs, loss {losses[0]:.3g} to "
-                   f"{losses[-1]:.3g}; validation {val_accuracy:.1%} (chance {chance:.1%}).", measured)
+                   f"Memorized {n} training images ({accuracy:.0%}{short}) in {len(losses)} epochs, loss "
+                   f"{losses[0]:.3g} to {losses[-1]:.3g}; validation {val_accuracy:.1%} (chance {chance:.1%}).",
+                   measured)
 
 
 class _StopWhenMemorized(keras.callbacks.Callback):
+    """Stops at ``MEMORIZED``, or past the ``seconds`` deadline once the batches fit enough to pass."""
+
+    def __init__(self, seconds: float | None = None):
+        super().__init__()
+        self.deadline = time.monotonic() + seconds if seconds is not None else math.inf
+
     def on_epoch_end(self, epoch, logs=None):
-        if (logs or {}).get("accuracy", 0.0) >= 0.999:
+        accuracy = (logs or {}).get("accuracy", 0.0)
+        if accuracy >= MEMORIZED or (accuracy >= FITS and time.monotonic() > self.deadline):
             self.model.stop_training = True
 
 

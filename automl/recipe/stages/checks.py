@@ -42,7 +42,7 @@ class Overfit(Stage):
         from automl.recipe.checks import check_overfit
 
         seed = ctx.settings.seed
-        finding = check_overfit(ctx.default_config(), ctx.data, seed=seed)
+        finding = check_overfit(ctx.default_config(), ctx.data, seed=seed, seconds=seconds)
         if finding.ok:
             return _result(finding, outputs=OverfitOutputs())
         tried = []

@@ -173,6 +173,14 @@ def test_a_final_short_of_time_plans_the_configurations_epochs_and_says_how_many
     assert (choice.planned, choice.affordable) == (15, (0.8 * 700 - 5) // 72)
 
 
+def test_a_final_whose_time_affords_several_times_the_configurations_epochs_trains_that_many_models():
+    # 12 s a final epoch: (0.8 * 1,000 - 5) // 12 = 66 epochs fit, four models of the 15 named
+    choice = choose_final([_candidates("refine", [(0.91, 2.0)])], 1_000, 60_000, "val_accuracy", 6)
+    assert (choice.affordable, choice.members, choice.planned) == (66, 4, 16)
+    many = choose_final([_candidates("refine", [(0.91, 2.0)])], 1_000, 60_000, "val_accuracy", 30)
+    assert (many.members, many.planned) == (2, 33)  # the diagnosis asked for 30 epochs a model
+
+
 def test_the_searches_epoch_times_say_how_steady_the_host_ran():
     from automl.recipe.stages.final import epoch_steadiness
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from automl.saving import load_model
-from automl.training.test_time import View, candidate_views, choose_views, with_views
+from automl.training.test_time import View, averaged, candidate_views, choose_views
 
 SIDE = 6
 
@@ -57,7 +57,7 @@ def test_a_model_with_views_is_saved_loaded_and_exported_predicting_the_mean_of_
     x, _, _ = _images(64, seed=1)
     plain = _left_column_reader(2.0)
     views = candidate_views()["mirror+shifts"]
-    model = with_views(plain, views)
+    model = averaged([plain], views)
     expected = np.mean([plain.predict(x if v is None else keras.ops.convert_to_numpy(v(x)), verbose=0)
                         for v in views], axis=0)
     assert np.allclose(model.predict(x, verbose=0), expected, atol=1e-6)
@@ -67,3 +67,31 @@ def test_a_model_with_views_is_saved_loaded_and_exported_predicting_the_mean_of_
     if keras.backend.backend() == "tensorflow":
         loaded.export(str(tmp_path / "saved_model"), format="tf_saved_model", verbose=False)
         assert (tmp_path / "saved_model" / "saved_model.pb").is_file()
+
+
+def test_a_final_of_several_models_averages_them_and_starts_none_its_time_cannot_train(digits):
+    from automl.config import TrialConfig
+    from automl.recipe.final import train_final
+    from automl.space import SearchSpace
+
+    from .conftest import SPACES
+
+    config = TrialConfig.model_validate(SearchSpace.load(SPACES / "quick.yaml").default())
+    started = []
+
+    def callbacks(member):
+        started.append(member)
+        return []
+
+    trained = train_final(config, digits, epochs=3, seconds=600, seed=0, objective="val_accuracy",
+                          callbacks=callbacks, members=2, epoch_estimate=1.0)
+    model, metrics = trained.result.model, trained.result.metrics
+    assert started == [0, 1] and len(trained.members_held_out) == 2
+    assert [layer.name for layer in model.layers if isinstance(layer, keras.Model)] == ["member_1", "member_2"]
+    predicted = model.predict(digits.x_test, verbose=0).argmax(axis=1)
+    assert metrics["test_accuracy"] == pytest.approx((predicted == digits.y_test).mean())
+    assert 0.8 <= metrics["single_test_accuracy"] <= 1.0
+    # 10 s an epoch foreseen, 50 s in all: what is left for the second model affords fewer than 8
+    alone = train_final(config, digits, epochs=3, seconds=50, seed=0, objective="val_accuracy",
+                        callbacks=lambda member: [], members=2, epoch_estimate=10.0)
+    assert len(alone.members_held_out) == 1 and "single_test_accuracy" not in alone.result.metrics

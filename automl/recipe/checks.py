@@ -144,7 +144,8 @@ def check_overfit(config: TrialConfig, data: Dataset, batches: int = 8, max_epoc
                        f"The model memorized {n} training images ({accuracy:.0%}) but is at chance on validation "
                        f"({val_accuracy:.1%} vs {chance:.1%}): the labels carry no signal about the images "
                        f"(shuffled or mismatched?). Stopping instead of spending the budget.", measured)
-    short = f", enough to pass when the stage's {seconds:.0f} s were up" if accuracy < MEMORIZED else ""
+    timed = seconds is not None and accuracy < MEMORIZED and len(losses) < max_epochs
+    short = f", enough to pass when the stage's {seconds:.0f} s were up" if timed else ""
     return Finding("overfit", True, "healthy",
                    f"Memorized {n} training images ({accuracy:.0%}{short}) in {len(losses)} epochs, loss "
                    f"{losses[0]:.3g} to {losses[-1]:.3g}; validation {val_accuracy:.1%} (chance {chance:.1%}).",

@@ -2,36 +2,82 @@
 
 A stratified tenth of that is held out for early stopping (the test split stays untouched
 until the single evaluation at the end), and training fits its LR schedule into the stage's
-time (automl.training.time_budget). The held-out part then decides whether predictions average
-test-time views (automl.training.test_time) before that evaluation.
+time (automl.training.time_budget). Where the time affords more than one model its configuration's
+epochs, it trains several and averages them; the held-out part then decides whether predictions
+also average test-time views (automl.training.test_time), before that evaluation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 
 from automl.config import TrialConfig
 from automl.data import Dataset
-from automl.data.dataset import holdout
+from automl.data.dataset import holdout, without_test
+from automl.recipe import budget
 from automl.training.fit import TrialResult, fit
-from automl.training.test_time import ViewChoice, choose_views, scores, with_views
+from automl.training.test_time import ViewChoice, averaged, choose_views, scores
 
 HELD_OUT = 0.1
 
 
+@dataclass
+class FinalTraining:
+    result: TrialResult  # the first member's training; its model the averaged one, its test_* that model's
+    views: ViewChoice
+    members_held_out: list[float]  # each member's held-out objective (accuracy or loss), the first's first
+    held_out: float  # the averaged model's, views included
+
+
 def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: float, seed: int, objective: str,
-                callbacks: list[keras.callbacks.Callback], epoch_estimate: float | None = None,
-                jit_compile: bool | str = "auto") -> tuple[TrialResult, ViewChoice]:
-    """``epochs``: at most; as many as fit in ``seconds`` at ``epoch_estimate`` run the schedule.
-    The result's model averages the chosen views; its test metrics are that model's, and
-    ``single_test_*`` the trained model's alone."""
+                callbacks: Callable[[int], list[keras.callbacks.Callback]], members: int = 1,
+                epoch_estimate: float | None = None, jit_compile: bool | str = "auto") -> FinalTraining:
+    """Train ``members`` models of ``config`` (seeds ``seed``, ``seed + 1``, ...) in turn, each for
+    at most ``epochs``, its schedule fitted into its part of ``seconds`` at ``epoch_estimate``; a
+    member whose part no longer affords ``budget.MIN_FINAL_EPOCHS`` is not started. The model
+    returned averages the members' predictions over the test-time views the held-out part chose;
+    its test metrics are that model's, and ``single_test_*`` the first member's alone.
+    ``callbacks(i)``: the callbacks of member ``i``."""
     x = np.concatenate([data.x_train, data.x_val])
     y = np.concatenate([data.y_train, data.y_val])
     x_fit, x_held, y_fit, y_held = holdout(x, y, HELD_OUT, seed)
     joined = dataclasses.replace(data, x_train=x_fit, y_train=y_fit, x_val=x_held, y_val=y_held)
+    start, results = time.perf_counter(), []
+    for i in range(members):
+        part = (seconds - (time.perf_counter() - start)) / (members - i)
+        if i and epoch_estimate and part < budget.MIN_FINAL_EPOCHS * epoch_estimate:
+            break
+        results.append(_member(config, joined if i == 0 else without_test(joined), epochs, part, seed + i, objective,
+                               callbacks(i), epoch_estimate, jit_compile))
+    result, models = results[0], [r.model for r in results]
+    smoothing, batch = config.regularization.label_smoothing, config.training.batch_size
+    together = averaged(models, [None])
+    choice = choose_views(together, x_held, y_held, objective, batch_size=batch, label_smoothing=smoothing)
+    result.model = averaged(models, choice.views)
+
+    def score(model, x, y, objective):
+        probabilities = model.predict(x, batch_size=batch, verbose=0)
+        return float(scores(probabilities, y, objective, smoothing).mean())
+
+    if result.model is not models[0] and data.x_test is not None:
+        tests = {k: v for k, v in result.metrics.items() if k.startswith("test_")}
+        result.metrics.update({f"single_{k}": v for k, v in tests.items()})
+        result.metrics["test_accuracy"] = score(result.model, data.x_test, data.y_test, "val_accuracy")
+        result.metrics["test_loss"] = -score(result.model, data.x_test, data.y_test, "val_loss")
+    sign = 1 if objective == "val_accuracy" else -1  # scores are minus the loss
+    return FinalTraining(result, choice, [sign * score(m, x_held, y_held, objective) for m in models],
+                         sign * score(result.model, x_held, y_held, objective))
+
+
+def _member(config: TrialConfig, data: Dataset, epochs: int, seconds: float, seed: int, objective: str,
+            callbacks: list[keras.callbacks.Callback], epoch_estimate: float | None,
+            jit_compile: bool | str) -> TrialResult:
     settings = config.model_dump()
     expected = min(epochs, int(seconds // epoch_estimate)) if epoch_estimate else epochs
     if settings["training"]["early_stopping"] is None:  # the configuration's own patience wins
@@ -40,16 +86,5 @@ def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: flo
         # on 1,250 images: best at epoch 1 of 15, stopped at 4, test 0.84 where its search read 0.96).
         settings["training"]["early_stopping"] = {"patience": max(3, expected // 4),
                                                   "start_from_epoch": expected // 2}
-    result = fit(TrialConfig.model_validate(settings), joined, epochs=epochs, seed=seed, objective=objective,
-                 callbacks=callbacks, seconds=seconds, epoch_estimate=epoch_estimate, jit_compile=jit_compile)
-    smoothing, batch = config.regularization.label_smoothing, config.training.batch_size
-    choice = choose_views(result.model, x_held, y_held, objective, batch_size=batch, label_smoothing=smoothing)
-    if choice.name is not None:
-        result.model = with_views(result.model, choice.views)
-        if data.x_test is not None:
-            probabilities = result.model.predict(data.x_test, batch_size=batch, verbose=0)
-            tests = {k: v for k, v in result.metrics.items() if k.startswith("test_")}
-            result.metrics.update({f"single_{k}": v for k, v in tests.items()})
-            result.metrics["test_accuracy"] = float(scores(probabilities, data.y_test, "val_accuracy").mean())
-            result.metrics["test_loss"] = -float(scores(probabilities, data.y_test, "val_loss", smoothing).mean())
-    return result, choice
+    return fit(TrialConfig.model_validate(settings), data, epochs=epochs, seed=seed, objective=objective,
+               callbacks=callbacks, seconds=seconds, epoch_estimate=epoch_estimate, jit_compile=jit_compile)

@@ -1,9 +1,10 @@
-"""Test-time augmentation: a model's class probabilities averaged over fixed views of each image
-(mirrored, shifted by a pixel), kept only where held-out images say the average beats the single
-view by more than its standard error.
+"""Averaged predictions: test-time augmentation, a model's class probabilities averaged over
+fixed views of each image (mirrored, shifted by a pixel), kept only where held-out images say the
+average beats the single view by more than its standard error; and ensembles of models.
 
-The views live inside the returned Keras model (``View`` layers around the shared trained
-model), so the saved ``model.keras``, its SavedModel and ``automl predict`` need nothing else.
+Views and members live inside the returned Keras model (``View`` layers around the shared
+trained models, their outputs averaged), so the saved ``model.keras``, its SavedModel and
+``automl predict`` need nothing else.
 """
 
 from __future__ import annotations
@@ -56,11 +57,17 @@ def candidate_views() -> dict[str, list[View | None]]:
     }
 
 
-def with_views(model: keras.Model, views: list[View | None]) -> keras.Model:
-    """One model that averages ``model``'s probabilities over ``views`` (the weights are shared)."""
-    inputs = keras.Input(model.input_shape[1:], name="images")
-    outputs = [model(inputs if v is None else v(inputs)) for v in views]
-    return keras.Model(inputs, keras.layers.Average(name="views_mean")(outputs), name=f"{model.name}_views")
+def averaged(models: list[keras.Model], views: list[View | None]) -> keras.Model:
+    """One model that averages the probabilities of each of ``models`` on each of ``views`` (the
+    weights are shared); the model itself where there is one model and one view."""
+    if len(models) == 1 and views == [None]:
+        return models[0]
+    if len(models) > 1:
+        for i, m in enumerate(models):
+            m.name = f"member_{i + 1}"  # a Functional model's parts need names of their own
+    inputs = keras.Input(models[0].input_shape[1:], name="images")
+    outputs = [m(inputs if v is None else v(inputs)) for m in models for v in views]
+    return keras.Model(inputs, keras.layers.Average(name="mean")(outputs), name="averaged")
 
 
 def scores(probabilities: np.ndarray, y: np.ndarray, objective: str, label_smoothing: float = 0.0) -> np.ndarray:

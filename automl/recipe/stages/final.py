@@ -31,9 +31,10 @@ class Choice:
     stage: str
     trial: optuna.trial.FrozenTrial
     why: str
-    planned: int  # epochs the schedule is planned over: the configuration's, or all that fit
+    planned: int  # epochs each member's schedule is planned over: the configuration's, or all that fit
     epoch_seconds: float  # a final epoch, foreseen
     affordable: int  # epochs foreseen to fit in the final's seconds
+    members: int = 1  # models trained in turn and averaged
 
 
 def epoch_estimate(trial: optuna.trial.FrozenTrial, search: SearchOutputs, final_images: int) -> tuple[float, float]:
@@ -71,10 +72,12 @@ def choose_final(searches: list[Candidates], seconds: float, final_images: int, 
     configuration is not rescued by more epochs. ``min_epochs``: the epochs the last diagnosis
     planned (a configuration's own may be more).
 
-    Time, not the configuration's epoch count, bounds the final: its schedule is planned over
-    all the epochs its seconds afford where they are more. Epochs are foreseen in the share of the
-    seconds that the searches' epoch times say a slow patch of the host leaves
-    (``epoch_steadiness``)."""
+    Time, not the configuration's epoch count, bounds the final: where its seconds afford several
+    times the configuration's epochs, it trains that many models of them and averages them (time
+    past the epochs a configuration is known to need is worth more as another member than as a
+    longer schedule); else one model's schedule is planned over all the epochs it affords.
+    Epochs are foreseen in the share of the seconds that the searches' epoch times say a slow
+    patch of the host leaves (``epoch_steadiness``)."""
     searches = [c for c in searches if c.trials]
     first = searches[0]
     best = pick = first.trials[0]
@@ -115,8 +118,18 @@ def choose_final(searches: list[Candidates], seconds: float, final_images: int, 
             why = f"the best whose final training fits {budget.MIN_FINAL_EPOCHS} epochs in {seconds:.0f} s ({dear})"
     epoch, _ = epoch_estimate(pick, chosen.search, final_images)
     affords = affordable(chosen, pick)
+    members = max(1, affords // named(pick))
     return Choice(chosen.stage, pick, f"trial {pick.number} of the {chosen.stage} search, {why}",
-                  max(named(pick), affords), epoch, affords)
+                  max(named(pick), affords // members), epoch, affords, members)
+
+
+def _members(trained, choice: Choice, objective: str) -> str:
+    held = trained.members_held_out
+    if choice.members == 1:
+        return ""
+    each = ", ".join(f"{v:.4f}" for v in held)
+    short = f" (time for {len(held)} of the {choice.members} planned)" if len(held) < choice.members else ""
+    return f"{len(held)} models{short} trained in turn score {each} on it, averaged {trained.held_out:.4f}; "
 
 
 class Final(Stage):
@@ -139,17 +152,22 @@ class Final(Stage):
         best = choice.trial
         source = TrialRecord.of(best)
         config = TrialConfig.model_validate(source.config)
-        ctx.say(f"final: {choice.why}; {describe(config)}, up to {choice.planned} epochs on train + validation (about "
-                f"{choice.epoch_seconds:.1f} s each" + (f"; about {choice.affordable} fit in {seconds:.0f} s, and the "
-                                                         "LR schedule is fitted into them"
-                                                         if choice.affordable < choice.planned else "") + ")")
-        callbacks = [MlflowEpochs(ctx.epoch_log())]
-        if s.verbose:
-            callbacks.append(EpochPrinter(choice.planned, "  "))
+        members = f"{choice.members} models of " if choice.members > 1 else ""
+        fitted = (f"; about {choice.affordable} fit in {seconds:.0f} s, and the LR schedule is fitted into them"
+                  if choice.affordable < choice.planned else "")
+        ctx.say(f"final: {choice.why}; {describe(config)}, {members}up to {choice.planned} epochs on train + "
+                f"validation (about {choice.epoch_seconds:.1f} s each{fitted})")
+        epochs = MlflowEpochs(ctx.epoch_log())
+
+        def callbacks(member: int) -> list:
+            shown = [EpochPrinter(choice.planned, f"  model {member + 1}: " if choice.members > 1 else "  ")]
+            return ([epochs] if member == 0 else []) + (shown if s.verbose else [])
+
         with precision(s):
-            result, views = train_final(config, ctx.data, epochs=choice.planned, seconds=seconds, seed=s.seed,
-                                 objective=s.objective, callbacks=callbacks, epoch_estimate=choice.epoch_seconds,
-                                 jit_compile=s.jit_compile or "auto")
+            trained = train_final(config, ctx.data, epochs=choice.planned, seconds=seconds, seed=s.seed,
+                                  objective=s.objective, callbacks=callbacks, members=choice.members,
+                                  epoch_estimate=choice.epoch_seconds, jit_compile=s.jit_compile or "auto")
+        result, views = trained.result, trained.views
         model_path = s.folder / "final" / "model.keras"
         model_path.parent.mkdir(parents=True, exist_ok=True)
         result.model.save(model_path)
@@ -170,10 +188,12 @@ class Final(Stage):
             test += f" ({result.metrics['single_test_accuracy']:.4f} from the image as it is)"
         summary = (f"Trained trial {best.number}'s configuration ({result.params:,} params) for {epochs_run} of "
                    f"{choice.planned} epochs, best at epoch {result.best_epoch} on the held-out part "
-                   f"({s.objective} {result.metrics[s.objective]:.4f}); {views.why}; {test}.")
+                   f"({s.objective} {result.metrics[s.objective]:.4f}); {_members(trained, choice, s.objective)}"
+                   f"{views.why}; {test}.")
         return StageResult(True, "healthy", f"{summary} Chosen: {choice.why}.", changes=[f"exported to {exported}/"],
                            measured={**result.metrics, "epochs_run": epochs_run, "best_epoch": result.best_epoch,
-                                     "planned_epochs": choice.planned, "test_time_views": len(views.views)},
+                                     "planned_epochs": choice.planned, "test_time_views": len(views.views),
+                                     "members": len(trained.members_held_out)},
                            outputs=FinalOutputs(export=str(exported), model_path=str(model_path),
                                                 source_stage=choice.stage, source_trial=best.number))
 

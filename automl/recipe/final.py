@@ -22,7 +22,7 @@ from automl.data import Dataset
 from automl.data.dataset import holdout, without_test
 from automl.recipe import budget
 from automl.training.fit import TrialResult, fit
-from automl.training.test_time import ViewChoice, averaged, choose_views, scores
+from automl.training.test_time import ViewChoice, averaged, choose_views, probabilities, scores
 
 HELD_OUT = 0.1
 
@@ -37,10 +37,11 @@ class FinalTraining:
 
 def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: float, seed: int, objective: str,
                 callbacks: Callable[[int], list[keras.callbacks.Callback]], members: int = 1,
-                epoch_estimate: float | None = None, jit_compile: bool | str = "auto") -> FinalTraining:
+                epoch_estimate: float | None = None, tracing: float = 0.0,
+                jit_compile: bool | str = "auto") -> FinalTraining:
     """Train ``members`` models of ``config`` (seeds ``seed``, ``seed + 1``, ...) in turn, each for
     at most ``epochs``, its schedule fitted into its part of ``seconds`` at ``epoch_estimate``; a
-    member whose part no longer affords ``budget.MIN_FINAL_EPOCHS`` is not started. The model
+    member whose part no longer affords its ``tracing`` and ``budget.MIN_FINAL_EPOCHS`` is not started. The model
     returned averages the members' predictions over the test-time views the held-out part chose;
     its test metrics are that model's, and ``single_test_*`` the first member's alone.
     ``callbacks(i)``: the callbacks of member ``i``."""
@@ -51,7 +52,7 @@ def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: flo
     start, results = time.perf_counter(), []
     for i in range(members):
         part = (seconds - (time.perf_counter() - start)) / (members - i)
-        if i and epoch_estimate and part < budget.MIN_FINAL_EPOCHS * epoch_estimate:
+        if i and epoch_estimate and part < tracing + budget.MIN_FINAL_EPOCHS * epoch_estimate:
             break
         results.append(_member(config, joined if i == 0 else without_test(joined), epochs, part, seed + i, objective,
                                callbacks(i), epoch_estimate, jit_compile))
@@ -62,8 +63,7 @@ def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: flo
     result.model = averaged(models, choice.views)
 
     def score(model, x, y, objective):
-        probabilities = model.predict(x, batch_size=batch, verbose=0)
-        return float(scores(probabilities, y, objective, smoothing).mean())
+        return float(scores(probabilities(model, x, batch), y, objective, smoothing).mean())
 
     if result.model is not models[0] and data.x_test is not None:
         tests = {k: v for k, v in result.metrics.items() if k.startswith("test_")}

@@ -80,9 +80,9 @@ def budget_use(outcomes: Outcomes) -> str:
     spent, final = outcomes.seconds(), outcomes.get("final")
     if final is None:
         return f"Stages took {spent:.0f} s in all."
-    budget = spent - final.seconds + final.budget
-    line = f"Stages took {spent:.0f} s of the {budget:.0f} s budget"
     m = final.measured
+    budget = m.get("tune_budget") or spent - final.seconds + final.budget  # the final gets what is left
+    line = f"Stages took {spent:.0f} s of the {budget:.0f} s budget"
     if spent >= USED * budget:
         return line + "."
     run, planned = m.get("epochs_run"), m.get("planned_epochs")

@@ -70,6 +70,13 @@ def averaged(models: list[keras.Model], views: list[View | None]) -> keras.Model
     return keras.Model(inputs, keras.layers.Average(name="mean")(outputs), name="averaged")
 
 
+def probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """``model``'s class probabilities for ``x``, called batch by batch: ``predict`` would trace a
+    function for each of the many short-lived models compared here, and TensorFlow warns of that."""
+    return np.concatenate([ops.convert_to_numpy(model(x[i:i + batch_size], training=False))
+                           for i in range(0, len(x), batch_size)])
+
+
 def scores(probabilities: np.ndarray, y: np.ndarray, objective: str, label_smoothing: float = 0.0) -> np.ndarray:
     """Per image, larger is better: 1 where the top class is right (accuracy), or minus the loss."""
     if objective == "val_accuracy":
@@ -96,17 +103,16 @@ def choose_views(model: keras.Model, x: np.ndarray, y: np.ndarray, objective: st
     sets = candidate_views()
     seen: dict[str, np.ndarray] = {}
 
-    def probabilities(v: View | None) -> np.ndarray:
+    def viewed(v: View | None) -> np.ndarray:
         key = "as is" if v is None else v.label
         if key not in seen:
-            images = x if v is None else ops.convert_to_numpy(v(x))
-            seen[key] = model.predict(images, batch_size=batch_size, verbose=0)
+            seen[key] = probabilities(model if v is None else averaged([model], [v]), x, batch_size)
         return seen[key]
 
-    single = scores(probabilities(None), y, objective, label_smoothing)
+    single = scores(viewed(None), y, objective, label_smoothing)
     best = ViewChoice(None, [None], 0.0, 0.0, "")
     for name, views in sets.items():
-        mean = np.mean([probabilities(v) for v in views], axis=0)
+        mean = np.mean([viewed(v) for v in views], axis=0)
         d = scores(mean, y, objective, label_smoothing) - single
         error = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.inf
         if d.mean() > error and d.mean() > best.gain:

@@ -35,6 +35,7 @@ class Choice:
     epoch_seconds: float  # a final epoch, foreseen
     affordable: int  # epochs foreseen to fit in the final's seconds
     members: int = 1  # models trained in turn and averaged
+    tracing: float = 0.0  # a member's first epoch's extra seconds, foreseen
 
 
 def epoch_estimate(trial: optuna.trial.FrozenTrial, search: SearchOutputs, final_images: int) -> tuple[float, float]:
@@ -116,11 +117,12 @@ def choose_final(searches: list[Candidates], seconds: float, final_images: int, 
             dear = f"trial {pick.number} of the {first.stage} search would get {affordable(first, pick)}"
             chosen, pick = options[0]
             why = f"the best whose final training fits {budget.MIN_FINAL_EPOCHS} epochs in {seconds:.0f} s ({dear})"
-    epoch, _ = epoch_estimate(pick, chosen.search, final_images)
-    affords = affordable(chosen, pick)
-    members = max(1, affords // named(pick))
-    return Choice(chosen.stage, pick, f"trial {pick.number} of the {chosen.stage} search, {why}",
-                  max(named(pick), affords // members), epoch, affords, members)
+    epoch, tracing = epoch_estimate(pick, chosen.search, final_images)
+    usable = steady * seconds
+    members = max(1, int(usable // (tracing + named(pick) * epoch)))  # each member traces its steps again
+    each = max(named(pick), int((usable / members - tracing) / epoch))
+    return Choice(chosen.stage, pick, f"trial {pick.number} of the {chosen.stage} search, {why}", each, epoch,
+                  affordable(chosen, pick), members, tracing)
 
 
 def _members(trained, choice: Choice, objective: str) -> str:
@@ -166,7 +168,8 @@ class Final(Stage):
         with precision(s):
             trained = train_final(config, ctx.data, epochs=choice.planned, seconds=seconds, seed=s.seed,
                                   objective=s.objective, callbacks=callbacks, members=choice.members,
-                                  epoch_estimate=choice.epoch_seconds, jit_compile=s.jit_compile or "auto")
+                                  epoch_estimate=choice.epoch_seconds, tracing=choice.tracing,
+                                  jit_compile=s.jit_compile or "auto")
         result, views = trained.result, trained.views
         model_path = s.folder / "final" / "model.keras"
         model_path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,7 +196,7 @@ class Final(Stage):
         return StageResult(True, "healthy", f"{summary} Chosen: {choice.why}.", changes=[f"exported to {exported}/"],
                            measured={**result.metrics, "epochs_run": epochs_run, "best_epoch": result.best_epoch,
                                      "planned_epochs": choice.planned, "test_time_views": len(views.views),
-                                     "members": len(trained.members_held_out)},
+                                     "members": len(trained.members_held_out), "tune_budget": ctx.budget.total},
                            outputs=FinalOutputs(export=str(exported), model_path=str(model_path),
                                                 source_stage=choice.stage, source_trial=best.number))
 

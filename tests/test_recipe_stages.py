@@ -390,7 +390,7 @@ def test_a_final_whose_held_out_part_chose_views_is_tested_and_exported_with_the
     predicted = exported.predict(digits.x_test, verbose=0).argmax(axis=1)
     assert result.measured["test_accuracy"] == pytest.approx((predicted == digits.y_test).mean())
     assert 0.9 <= result.measured["single_test_accuracy"] <= 1.0
-    assert f"({result.measured['single_test_accuracy']:.4f} from the image as it is)" in result.summary
+    assert f"(one model on the image as it is: {result.measured['single_test_accuracy']:.4f})" in result.summary
 
 
 def test_a_search_with_no_completed_trial_is_one_report_line_not_optuna_warnings(tmp_path, caplog):

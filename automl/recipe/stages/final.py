@@ -125,10 +125,12 @@ def choose_final(searches: list[Candidates], seconds: float, final_images: int, 
                   affordable(chosen, pick), members, tracing)
 
 
-def _members(trained, choice: Choice, objective: str) -> str:
+def _members(trained, choice: Choice) -> str:
     held = trained.members_held_out
     if choice.members == 1:
         return ""
+    if len(held) == 1:
+        return f"time for 1 of the {choice.members} models planned; "
     each = ", ".join(f"{v:.4f}" for v in held)
     short = f" (time for {len(held)} of the {choice.members} planned)" if len(held) < choice.members else ""
     return f"{len(held)} models{short} trained in turn score {each} on it, averaged {trained.held_out:.4f}; "
@@ -188,10 +190,10 @@ class Final(Stage):
         tests = {k: v for k, v in result.metrics.items() if k.startswith("test_")}
         test = f"test accuracy {tests['test_accuracy']:.4f}" if "test_accuracy" in tests else "no test split"
         if "single_test_accuracy" in result.metrics:
-            test += f" ({result.metrics['single_test_accuracy']:.4f} from the image as it is)"
+            test += f" (one model on the image as it is: {result.metrics['single_test_accuracy']:.4f})"
         summary = (f"Trained trial {best.number}'s configuration ({result.params:,} params) for {epochs_run} of "
                    f"{choice.planned} epochs, best at epoch {result.best_epoch} on the held-out part "
-                   f"({s.objective} {result.metrics[s.objective]:.4f}); {_members(trained, choice, s.objective)}"
+                   f"({s.objective} {result.metrics[s.objective]:.4f}); {_members(trained, choice)}"
                    f"{views.why}; {test}.")
         return StageResult(True, "healthy", f"{summary} Chosen: {choice.why}.", changes=[f"exported to {exported}/"],
                            measured={**result.metrics, "epochs_run": epochs_run, "best_epoch": result.best_epoch,

@@ -22,7 +22,7 @@ from automl.data import Dataset
 from automl.data.dataset import holdout, without_test
 from automl.recipe import budget
 from automl.training.fit import TrialResult, fit
-from automl.training.test_time import ViewChoice, averaged, choose_views, probabilities, scores
+from automl.training.test_time import ViewChoice, averaged, candidate_views, choose_views, probabilities, scores
 
 HELD_OUT = 0.1
 
@@ -49,6 +49,9 @@ def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: flo
     y = np.concatenate([data.y_train, data.y_val])
     x_fit, x_held, y_fit, y_held = holdout(x, y, HELD_OUT, seed)
     joined = dataclasses.replace(data, x_train=x_fit, y_train=y_fit, x_val=x_held, y_val=y_held)
+    if epoch_estimate:  # the scoring after training comes out of the same seconds
+        seconds -= scoring_seconds(epoch_estimate / len(x_fit), members, len(x_held),
+                                   0 if data.x_test is None else len(data.x_test))
     start, results = time.perf_counter(), []
     for i in range(members):
         part = (seconds - (time.perf_counter() - start)) / (members - i)
@@ -73,6 +76,15 @@ def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: flo
     sign = 1 if objective == "val_accuracy" else -1  # scores are minus the loss
     return FinalTraining(result, choice, [sign * score(m, x_held, y_held, objective) for m in models],
                          sign * score(result.model, x_held, y_held, objective))
+
+
+def scoring_seconds(image_seconds: float, members: int, held_out: int, test: int) -> float:
+    """What scoring the trained models takes, at ``budget.EVAL_COST`` of ``image_seconds`` (a
+    training image's) per image and model: each member on every candidate view of the held-out part
+    and on it as is, twice, and on the test split with and without a second view."""
+    distinct = 1 + len({v.label for views in candidate_views().values() for v in views if v is not None})
+    images = members * ((distinct + 2) * held_out + 2 * test)
+    return budget.EVAL_COST * image_seconds * images
 
 
 def _member(config: TrialConfig, data: Dataset, epochs: int, seconds: float, seed: int, objective: str,

@@ -140,7 +140,8 @@ def automl_tune(folder: Path, args, split: Path) -> dict:
     if final:
         curve.append([round(final.datetime_complete.timestamp() - start, 1), metrics["val_accuracy"]])
     return {"test_accuracy": metrics.get("test_accuracy"), "trials": len(trials),
-            # the final model alone where predictions average test-time views; None where they do not
+            # the final's first model on the image as it is, where it averages several or test-time
+            # views; None where it does neither
             "single_test_accuracy": metrics.get("single_test_accuracy"),
             "epochs": _epochs(trials) + (TrialRecord.of(final).epochs_run if final else 0),
             "wall_seconds": round(seconds, 1), "curve": curve, "error": error or None,

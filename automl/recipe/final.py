@@ -49,9 +49,9 @@ def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: flo
     y = np.concatenate([data.y_train, data.y_val])
     x_fit, x_held, y_fit, y_held = holdout(x, y, HELD_OUT, seed)
     joined = dataclasses.replace(data, x_train=x_fit, y_train=y_fit, x_val=x_held, y_val=y_held)
-    if epoch_estimate:  # the scoring after training comes out of the same seconds
-        seconds -= scoring_seconds(epoch_estimate / len(x_fit), members, len(x_held),
-                                   0 if data.x_test is None else len(data.x_test))
+    if epoch_estimate:  # the scoring after training comes out of the same seconds, but never half of them
+        seconds = max(seconds / 2, seconds - scoring_seconds(epoch_estimate / len(x_fit), members, len(x_held),
+                                                             0 if data.x_test is None else len(data.x_test)))
     start, results = time.perf_counter(), []
     for i in range(members):
         part = (seconds - (time.perf_counter() - start)) / (members - i)

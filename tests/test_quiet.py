@@ -85,9 +85,10 @@ training:
 @pytest.mark.slow
 def test_a_failed_trial_is_one_line_and_ctrl_c_of_workers_one_more(tmp_path):
     """Two worker processes; the first trial (the space's default) fails; once another trains,
-    Ctrl-C, as a terminal sends it to the whole process group."""
+    Ctrl-C, as a terminal sends it to the whole process group. A third of the random trials fail
+    too: 20 trials make the failure guard's limit 10 in a row, out of chance's reach."""
     (tmp_path / "space.yaml").write_text(FAILING_SPACE)
-    proc = subprocess.Popen([*AUTOML, "search", "--space", "space.yaml", "--trials", "4", "--workers", "2",
+    proc = subprocess.Popen([*AUTOML, "search", "--space", "space.yaml", "--trials", "20", "--workers", "2",
                              "--sampler", "random"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     seen, failed = [], False

@@ -262,17 +262,20 @@ def test_policy_follows_the_table(small, similar, cut, expected):
 
 def test_probe_reads_the_backbones_own_classes_as_similar(digits, digit_backbone, upper_digits):
     own = transfer.read(Backbone(source=str(digit_backbone)), _classes(digits, 0, 4), seed=0)
-    assert own.similar and own.probes[0]["pretrained"] > own.probes[0]["random"] + 0.03
+    assert own.helps and own.similar and own.gain > 3 * own.gain_error
+    assert own.probes[0]["pretrained"] > own.probes[0]["random"] + 0.03
+    assert own.policy["trainable"] == "head" and "weights" not in own.policy
     reading = transfer.read(Backbone(source=str(digit_backbone)), upper_digits, seed=0)
     assert [p["cut"] for p in reading.probes] == [0, 1, 2]
     assert reading.small and reading.per_class == len(upper_digits.y_train) / 5
-    # On digits 5-9, features learned on 0-4 probe no better than the untrained network's (0.88
-    # against 0.91 at cut 1, the best of the pretrained cuts; 0.82 at cut 0, 0.74 at cut 2): unlike
-    # the backbone's data, so a small data set keeps the backbone frozen and classifies cut 1's features.
-    assert reading.cut == 1 and not reading.similar and reading.cell == "small and different"
-    assert reading.policy == {"trainable": "head", "cut": 1, "warmup_epochs": 0, "unfreeze_every": 0,
-                              "fine_tune_lr": 0.1}
-    assert reading.cell in reading.why
+    # On digits 5-9, features learned on 0-4 probe no better than the untrained network's (0.855
+    # against 0.842 at cut 1, the best of the pretrained cuts, +0.013 ± 0.017): the weights carry
+    # nothing these digits can use, so the network trains from scratch.
+    assert reading.cut == 1 and not reading.helps and reading.gain <= reading.gain_error
+    assert reading.cell == "small and unhelpful" and not reading.similar
+    assert reading.policy == {"weights": "random", "cut": 0, "trainable": "all", "fine_tune_lr": 1.0,
+                              "warmup_epochs": 0, "unfreeze_every": 0}
+    assert reading.cell in reading.why and "do not help" in reading.why and "from scratch" in reading.why
 
 
 def _npz(data: Dataset, path):
@@ -312,12 +315,13 @@ def test_the_transfer_stage_starts_the_space_from_its_readings_policy(tmp_path, 
     ctx = FakeContext(tmp_path, upper_digits, space=_transfer_space(tmp_path / "transfer.yaml", digit_backbone))
     result = Transfer().run(ctx, 30)
     policy = result.outputs.policy
-    assert isinstance(result.outputs, TransferOutputs) and result.ok and result.verdict == "small_different"
+    assert isinstance(result.outputs, TransferOutputs) and result.ok and result.verdict == "small_unhelpful"
     rewritten = SearchSpace.load(result.outputs.space).default()["model"]["backbone"]
-    assert {k: rewritten[k] for k in ("trainable", "cut", "warmup_epochs")} == \
-        {k: policy[k] for k in ("trainable", "cut", "warmup_epochs")}
+    assert {k: rewritten[k] for k in ("weights", "trainable", "cut", "warmup_epochs")} == \
+        {k: policy[k] for k in ("weights", "trainable", "cut", "warmup_epochs")}
     assert ctx.logged == [Path(result.outputs.space)]  # the rewritten space is logged to the stage's run
     assert result.measured["probe_cut1_pretrained"] == result.outputs.probes[1]["pretrained"]
+    assert result.measured["probe_gain"] <= result.measured["probe_gain_se"]
     table = "".join(Transfer().report(_record_of(result), None))
     rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("|")][2:]  # past the header
     assert "probe accuracy, trained backbone" in table
@@ -341,10 +345,11 @@ def test_tune_starts_from_the_policy_its_measurements_pick(tmp_path, digit_backb
     study = load_study("t", f"journal:{tmp_path}/automl.journal")
     record = study.user_attrs["stage:transfer"]
     policy = record["outputs"]["policy"]
-    assert record["ok"] and record["verdict"] in ("small_similar", "small_different")
+    assert record["ok"] and record["verdict"] in ("small_similar", "small_different", "small_unhelpful")
     assert record["summary"].startswith(f"{len(upper_digits.y_train) / 5:.0f} training images per class")
     rewritten = SearchSpace.load(tmp_path / record["outputs"]["space"]).default()["model"]["backbone"]
     assert rewritten["trainable"] == policy["trainable"] and rewritten["cut"] == policy["cut"]
+    assert rewritten.get("weights", "pretrained") == policy.get("weights", "pretrained")
     assert rewritten["warmup_epochs"] == policy["warmup_epochs"]  # left out by the space: set by the policy
     assert study.user_attrs["stage:sanity"]["ok"]  # the next stage ran on the policy's configuration
 

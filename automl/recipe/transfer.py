@@ -15,6 +15,11 @@ Size: training images per class, against ``SMALL_PER_CLASS``. Similarity: a line
 the same probe on the same architecture with random weights. Random convolutional features
 are a fair baseline, far above chance; the trained ones are *similar* data's features when
 they make at most ``SIMILAR`` times the random ones' errors.
+
+Before the table, one question: do the trained features help at all? Where the best cut's
+trained probe is not ahead of the untrained one's by more than the standard error of their
+paired difference (image by image, out of fold), the weights carry nothing this data can use,
+and the whole network trains from scratch.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from automl.data import Dataset, subsample
 
 SMALL_PER_CLASS = 1000  # fewer training images per class is "small" (ImageNet has about 1,300)
 SIMILAR = 2 / 3  # at most this share of the random features' probe errors
-PROBE_TRAIN, PROBE_VAL = 2000, 1000  # images the probe fits and scores on
+PROBE_TRAIN, PROBE_VAL = 2000, 1000  # images probed (pooled: each is scored by a fit that did not see it)
+PROBE_FOLDS = 5
 PROBE_STAGES = 3  # the top stage ends probed: cut 0, 1, 2
 FINE_TUNE_LR = 0.1  # the usual advice: about a tenth of the learning rate that trains the head
 
@@ -41,6 +47,9 @@ class Reading:
     small: bool
     probes: list[dict]  # per cut: pretrained and random probe accuracies
     cut: int  # the cut whose pretrained features probe best
+    gain: float  # their probe's accuracy less the untrained network's, at that cut (paired)
+    gain_error: float  # its standard error
+    helps: bool  # whether the gain exceeds its standard error
     similar: bool
     cell: str
     policy: dict  # Backbone field -> value
@@ -54,20 +63,34 @@ def read(spec: Backbone, data: Dataset, seed: int) -> Reading:
     part = subsample(data, PROBE_TRAIN, PROBE_VAL, seed)
     pretrained = _probe(spec, part, seed)
     untrained = _probe(spec.model_copy(update={"weights": "random"}), part, seed)
-    probes = [{"cut": cut, "pretrained": p, "random": r}
+    probes = [{"cut": cut, "pretrained": float(p.mean()), "random": float(r.mean())}
               for cut, (p, r) in enumerate(zip(pretrained, untrained, strict=True))]
     best = max(probes, key=lambda p: p["pretrained"])  # the first (highest) stage of equals
-    similar = 1 - best["pretrained"] <= SIMILAR * (1 - best["random"])
-    cell = f"{'small' if small else 'large'} and {'similar' if similar else 'different'}"
-    policy, action = _policy(small, similar, best["cut"])
+    gain = pretrained[best["cut"]].astype(float) - untrained[best["cut"]]
+    error = float(gain.std(ddof=1) / np.sqrt(len(gain)))
+    helps = float(gain.mean()) > error
+    similar = helps and 1 - best["pretrained"] <= SIMILAR * (1 - best["random"])
+    likeness = "similar" if similar else "different" if helps else "unhelpful"
+    cell = f"{'small' if small else 'large'} and {likeness}"
+    policy, action = _policy(small, similar, best["cut"]) if helps else _scratch()
     size = (f"{per_class:.0f} training images per class ({'<' if small else '>='} {SMALL_PER_CLASS}: "
             f"{'small' if small else 'large'})")
-    likeness = (f"a linear probe on the backbone's features at cut {best['cut']} scores {best['pretrained']:.3f}, "
-                f"against {best['random']:.3f} for the same network untrained (errors "
-                f"{'at most' if similar else 'more than'} {SIMILAR:.2f}x the untrained's: "
-                f"{'similar' if similar else 'different'})")
-    return Reading(per_class, small, probes, best["cut"], similar, cell, policy,
-                   f"{size}; {likeness}. Cell: {cell}, so {action}.")
+    measured = (f"a linear probe on the backbone's features at cut {best['cut']} scores {best['pretrained']:.3f}, "
+                f"against {best['random']:.3f} for the same network untrained ({gain.mean():+.3f} ± {error:.3f} "
+                f"over {len(gain)} images")
+    if not helps:
+        reason = "not ahead by more than its standard error: the trained features do not help"
+    else:
+        reason = (f"errors {'at most' if similar else 'more than'} {SIMILAR:.2f}x the untrained's: "
+                  f"{'similar' if similar else 'different'}")
+    return Reading(per_class, small, probes, best["cut"], float(gain.mean()), error, helps, similar, cell, policy,
+                   f"{size}; {measured}; {reason}). Cell: {cell}, so {action}.")
+
+
+def _scratch() -> tuple[dict, str]:
+    return ({"weights": "random", "cut": 0, "trainable": "all", "fine_tune_lr": 1.0, "warmup_epochs": 0,
+             "unfreeze_every": 0},
+            "the whole network trains from scratch (random weights) at the full learning rate")
 
 
 def _policy(small: bool, similar: bool, cut: int) -> tuple[dict, str]:
@@ -88,10 +111,12 @@ def _policy(small: bool, similar: bool, cut: int) -> tuple[dict, str]:
             "the whole model trains at the full learning rate, from the backbone's weights")
 
 
-def _probe(spec: Backbone, data: Dataset, seed: int) -> list[float]:
-    """Validation accuracy of a logistic regression on the pooled features at each top stage end."""
+def _probe(spec: Backbone, data: Dataset, seed: int) -> list[np.ndarray]:
+    """Per top stage end, which images a logistic regression on the pooled features classifies
+    right, each by a fit on the other folds of the training and validation images pooled."""
     import keras
     from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -99,15 +124,13 @@ def _probe(spec: Backbone, data: Dataset, seed: int) -> list[float]:
 
     keras.utils.set_random_seed(seed)  # the untrained network's weights
     model = pooled_features(spec.model_copy(update={"cut": 0}), data.input_shape, data.pixel_scale, PROBE_STAGES)
-    train = _as_list(model.predict(data.x_train, batch_size=128, verbose=0))
-    val = _as_list(model.predict(data.x_val, batch_size=128, verbose=0))
+    x, y = np.concatenate([data.x_train, data.x_val]), np.concatenate([data.y_train, data.y_val])
+    features = _as_list(model.predict(x, batch_size=128, verbose=0))
     keras.backend.clear_session()
-    scores = []
-    for x_train, x_val in zip(train, val, strict=True):
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
-        probe.fit(x_train, data.y_train)
-        scores.append(float(np.mean(probe.predict(x_val) == data.y_val)))
-    return scores
+    fewest = np.unique(y, return_counts=True)[1].min()  # few-shot data: folds no more than a class has images
+    folds = StratifiedKFold(max(2, min(PROBE_FOLDS, fewest)), shuffle=True, random_state=seed)
+    return [cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)), f, y, cv=folds) == y
+            for f in features]
 
 
 def _as_list(outputs) -> list[np.ndarray]:

@@ -28,7 +28,8 @@ class Transfer(Stage):
         changes, notes = adjust.start_from(ctx.space, "model.backbone", reading.policy)
         path = ctx.settings.folder / "spaces" / "transfer.yaml"
         space = ctx.write_space(ctx.space.rewritten(changes, str(path)), "transfer", self.name)
-        measured = {"images_per_class": reading.per_class,
+        measured = {"images_per_class": reading.per_class, "probe_gain": reading.gain,
+                    "probe_gain_se": reading.gain_error,
                     **{f"probe_cut{p['cut']}_{kind}": p[kind] for p in reading.probes for kind in ("pretrained",
                                                                                                    "random")}}
         return StageResult(True, reading.cell.replace(" and ", "_"), reading.why, changes=notes, measured=measured,

@@ -12,6 +12,7 @@ import platform
 import re
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,18 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     from tabulate import tabulate
 
     return tabulate([[r.get(c, "") for c in columns] for r in rows], headers=columns, tablefmt="github")
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error (nan for one value)."""
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan"))
+
+
+def head_commit() -> str:
+    """The short hash of the checkout the benchmark runs."""
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
 
 
 def ensure_data(name: str) -> None:

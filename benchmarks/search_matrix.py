@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,7 +34,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, ROOT, ensure_data, machine, markdown_table, provenance, update_results_md  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    ensure_data,
+    head_commit,
+    machine,
+    markdown_table,
+    mean_se,
+    provenance,
+    update_results_md,
+)
 from search_quality import NAMES, RUNNERS, write_split  # noqa: E402
 
 TIERS = {
@@ -71,7 +79,7 @@ def main() -> None:
     unknown = set(contenders) - set(RUNNERS)
     if unknown:
         parser.error(f"--contenders: unknown {', '.join(sorted(unknown))}; choose from {', '.join(RUNNERS)}")
-    commit = _commit()
+    commit = head_commit()
     if args.report_only:  # the runs on record: the latest commit that ran any
         commit = next((r["commit"] for r in reversed(_runs())), commit)
     else:
@@ -134,16 +142,6 @@ def _key(run: dict) -> tuple:
     return run["data"], float(run["budget"]), run["seed"], run["contender"]
 
 
-def _commit() -> str:
-    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip() or "unknown"
-
-
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan"))
-
-
 def report(cases: list[tuple[str, float]], contenders: list[str], commit: str, info: dict) -> None:
     """The matrix of the latest run of each cell of ``commit``."""
     latest = {_key(r): r for r in _runs() if r["commit"] == commit}
@@ -155,13 +153,13 @@ def report(cases: list[tuple[str, float]], contenders: list[str], commit: str, i
             mine = {k[2]: a for k, a in accuracy.items() if k[:2] == (data, float(budget)) and k[3] == name}
             if not mine:
                 continue
-            mean, se = _mean_se(list(mine.values()))
+            mean, se = mean_se(list(mine.values()))
             points.setdefault((data, name), []).append((budget, mean, se))
             row = {"data": data, "budget s": f"{budget:.0f}", "contender": NAMES[name], "seeds": len(mine),
                    "test accuracy": f"{mean:.4f} ± {se:.4f}"}
             both = sorted(set(tune) & set(mine))
             if name != "tune" and both:
-                diff, diff_se = _mean_se([tune[s] - mine[s] for s in both])
+                diff, diff_se = mean_se([tune[s] - mine[s] for s in both])
                 ahead = "ahead" if diff > diff_se else "not ahead"
                 row["tune - contender (paired)"] = f"{diff:+.4f} ± {diff_se:.4f} ({ahead})"
             rows.append(row)
@@ -201,7 +199,7 @@ def _views_table(cases: list[tuple[str, float]], latest: dict) -> str:
                  and r.get("test_accuracy") is not None and "single_test_accuracy" in r]
         if tunes:
             single = [r["single_test_accuracy"] for r in tunes]
-            mean, se = _mean_se([r["test_accuracy"] - (s if s is not None else r["test_accuracy"])
+            mean, se = mean_se([r["test_accuracy"] - (s if s is not None else r["test_accuracy"])
                                  for r, s in zip(tunes, single, strict=True)])
             rows.append({"data": data, "budget s": f"{budget:.0f}", "seeds": len(tunes),
                          "averaged": sum(s is not None for s in single),

@@ -1,22 +1,26 @@
 """Transfer learning on little data: a backbone searched on Fashion-MNIST's classes 0-4, reused
-for classes 5-9 with 1,000 training images, against the same architecture trained from
-scratch with the same budget.
+for classes 5-9 with few training images, against the same architecture trained from scratch
+with the same budget, over seeds.
 
     .venv/bin/python benchmarks/transfer.py [--source-budget 600] [--budget 300] [--train-images 1000]
+        [--seeds 0 1 2] [--backbone FOLDER]
 
 1. ``automl tune`` on classes 0-4 (all their training images) for ``--source-budget`` seconds;
-   ``automl export`` writes its final model: the backbone.
-2. On classes 5-9, ``--train-images`` stratified training images, a quarter as many validation
-   images, and all their test images, two ``automl tune`` runs of ``--budget`` seconds each:
+   ``automl export`` writes its final model: the backbone (searched once, with seed 0).
+2. Per seed, on classes 5-9: ``--train-images`` stratified training images (the seed draws
+   them), a quarter as many validation images, and all their test images; two ``automl tune``
+   runs of ``--budget`` seconds each:
    - *transferred*: the backbone's trained weights; the tune's transfer stage measures the data
-     and picks its starting policy, and its searches explore cut, freeze policy, fine-tuning LR,
-     warm-up and progressive unfreezing;
+     and picks its starting policy (from scratch where the trained features do not help), and
+     its searches explore cut, freeze policy, fine-tuning LR, warm-up and progressive unfreezing;
    - *from scratch*: the same architecture (the backbone, uncut), untrained, all of it trained
      at the full learning rate.
    Both search the same head, learning rate and batch size.
 
-Writes benchmarks/results/transfer.json and its section of benchmarks/RESULTS.md. Run it on a
-quiet machine: each run has a wall-clock budget.
+Every run is appended to benchmarks/results/transfer.jsonl with its commit; the RESULTS.md
+section shows each case (training images, budget) from its latest runs: the mean ± standard
+error of both, and their paired difference. Run it on a quiet machine: each run has a
+wall-clock budget.
 """
 
 from __future__ import annotations
@@ -34,16 +38,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    RESULTS,
     ROOT,
     ensure_data,
+    head_commit,
     machine,
     markdown_table,
+    mean_se,
     provenance,
     update_results_md,
-    write_json,
 )
 
 AUTOML = [sys.executable, "-m", "automl.cli"]
+LOG = RESULTS / "transfer.jsonl"
 SOURCE_CLASSES, TARGET_CLASSES = range(0, 5), range(5, 10)
 # What both target tunes search besides the backbone: the head and the training.
 TRAINING = """
@@ -77,32 +84,36 @@ def main() -> None:
     parser.add_argument("--source-budget", type=float, default=600.0, help="seconds to search the backbone")
     parser.add_argument("--budget", type=float, default=300.0, help="seconds for each run on the target classes")
     parser.add_argument("--train-images", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workdir", help="keep the runs' files here (default: a temporary folder)")
     parser.add_argument("--backbone", help="an `automl export` folder to reuse instead of searching one")
     args = parser.parse_args()
     info = machine()
     ensure_data("fashion_mnist")
+    commit = head_commit()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        source_data, target_data = write_data(work, args.train_images, args.seed)
-        results = []
         if args.backbone:
             backbone = Path(args.backbone).resolve()
         else:
             backbone = work / "backbone"
-            source = tune(work / "source", source_data, ROOT / "search_spaces" / "small_images.yaml",
-                          args.source_budget, args.seed)
+            source_data, _ = write_data(work / "source", args.train_images, 0)
+            tune(work / "source", source_data, ROOT / "search_spaces" / "small_images.yaml", args.source_budget, 0)
             automl(["export", "--study", "tune", "--out", str(backbone)], work / "source")
-            results.append({"run": "source: classes 0-4, all their images", **source})
-        for name, template in (("transferred", TRANSFERRED), ("from scratch", SCRATCH)):
-            space = work / f"{name.replace(' ', '_')}.yaml"
-            space.write_text(template.format(source=backbone) + TRAINING)
-            folder = work / name.replace(" ", "_")
-            results.append({"run": f"{name}: classes 5-9, {args.train_images} images",
-                            **tune(folder, target_data, space, args.budget, args.seed)})
-    report(results, args, info)
+        for seed in args.seeds:
+            folder = work / f"{args.train_images}-{seed}"
+            _, target_data = write_data(folder, args.train_images, seed)
+            for name, template in (("transferred", TRANSFERRED), ("from scratch", SCRATCH)):
+                space = folder / f"{name.replace(' ', '_')}.yaml"
+                space.write_text(template.format(source=backbone) + TRAINING)
+                run = {"train_images": args.train_images, "budget": args.budget, "seed": seed, "run": name,
+                       "commit": commit, **tune(folder / name.replace(" ", "_"), target_data, space, args.budget,
+                                                seed)}
+                LOG.parent.mkdir(parents=True, exist_ok=True)
+                with LOG.open("a") as log:
+                    log.write(json.dumps(run) + "\n")
+    report(info)
 
 
 def write_data(work: Path, train_images: int, seed: int) -> tuple[Path, Path]:
@@ -165,26 +176,52 @@ def tune(folder: Path, data: Path, space: Path, budget: float, seed: int) -> dic
     return result
 
 
-def report(results: list[dict], args, info: dict) -> None:
-    write_json("transfer", {"source_budget": args.source_budget, "budget": args.budget,
-                            "train_images": args.train_images, "machine": info, "results": results})
-    rows = [{"run": r["run"], "test accuracy": f"{r['test_accuracy']:.4f}", "tune s": r["seconds"],
-             "backbone policy": _policy(r.get("config"))} for r in results]
-    table = markdown_table(rows, ["run", "test accuracy", "tune s", "backbone policy"])
-    chosen = next((r["transfer"]["why"] for r in results if "transfer" in r and r["config"]
-                   and r["config"].get("weights", "pretrained") == "pretrained"), "")
-    source = (f"`{args.backbone}`, reused" if args.backbone else f"{args.source_budget:.0f} s of `automl tune`")
+def report(info: dict) -> None:
+    """Each case (training images, budget) from the latest run of each of its seeds."""
+    latest = {}
+    for line in LOG.read_text().splitlines():
+        run = json.loads(line)
+        latest[run["train_images"], run["budget"], run["seed"], run["run"]] = run
+    rows, chosen = [], []
+    for images, budget in sorted({k[:2] for k in latest}):
+        runs = {(k[2], k[3]): r for k, r in latest.items() if k[:2] == (images, budget)}
+        accuracy = {key: r["test_accuracy"] for key, r in runs.items()}
+        by_run = {name: {s for s, n in runs if n == name} for name in ("transferred", "from scratch")}
+        seeds = sorted(by_run["transferred"] & by_run["from scratch"])
+        if not seeds:
+            continue
+        transferred, scratch = (mean_se([accuracy[s, name] for s in seeds]) for name in ("transferred", "from scratch"))
+        gain = mean_se([accuracy[s, "transferred"] - accuracy[s, "from scratch"] for s in seeds])
+        cells = [runs[s, "transferred"].get("transfer", {}).get("cell", "-") for s in seeds]
+        rows.append({"training images (classes 5-9)": images, "budget s": f"{budget:.0f}", "seeds": len(seeds),
+                     "transferred": f"{transferred[0]:.4f} ± {transferred[1]:.4f}",
+                     "from scratch": f"{scratch[0]:.4f} ± {scratch[1]:.4f}",
+                     "transferred - scratch (paired)": f"{gain[0]:+.4f} ± {gain[1]:.4f} "
+                                                       f"({'ahead' if gain[0] > gain[1] else 'not ahead'})",
+                     "transfer stage chose": ", ".join(f"{c} x{cells.count(c)}" for c in sorted(set(cells))),
+                     "commit": ", ".join(sorted({r["commit"] for r in runs.values()}))})
+        chosen += [f"- {images} images, seed {s}: {runs[s, 'transferred']['transfer']['why']} Final policy: "
+                   f"{_policy(runs[s, 'transferred'].get('config'))}; test accuracy "
+                   f"{accuracy[s, 'transferred']:.4f} (scratch {accuracy[s, 'from scratch']:.4f})."
+                   for s in seeds if "transfer" in runs[s, "transferred"]]
+    columns = ["training images (classes 5-9)", "budget s", "seeds", "transferred", "from scratch",
+               "transferred - scratch (paired)", "transfer stage chose", "commit"]
+    table = markdown_table(rows, columns)
     print("\n" + table)
-    update_results_md("transfer", f"""## Transfer learning on 1,000 images (`benchmarks/transfer.py`)
+    reasons = "\n".join(chosen)
+    update_results_md("transfer", f"""## Transfer learning on few images (`benchmarks/transfer.py`)
 
-A backbone searched on Fashion-MNIST's classes 0-4 ({source}), then
-classes 5-9 with {args.train_images} training images: the backbone transferred, against the same
-architecture from scratch, {args.budget:.0f} s of `automl tune` each. Test accuracy on all the
-test images of the classes each run learned.
+A backbone searched on Fashion-MNIST's classes 0-4 (all their images), then classes 5-9 with a
+few training images drawn per seed: the backbone transferred, against the same architecture
+from scratch, the same budget of `automl tune` each. Test accuracy on all the test images of
+classes 5-9: mean ± standard error over seeds, and the paired difference ("ahead" where it
+exceeds its standard error).
 
 {table}
 
-The transferred tune's transfer stage: {chosen}
+What each transferred tune's transfer stage measured and chose:
+
+{reasons}
 
 {provenance(info)}
 """)

@@ -16,3 +16,11 @@ def load_model(path: str | Path, compile: bool = False):
     from automl.training import schedules, test_time  # noqa: F401
 
     return keras.saving.load_model(path, compile=compile)
+
+
+def load_network(path: str | Path):
+    """The trained network saved at ``path``: of a final model that averages several networks or
+    test-time views, its first network (what a backbone reuses); else the model itself."""
+    from automl.training.test_time import first_member
+
+    return first_member(load_model(path))

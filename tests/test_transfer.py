@@ -109,6 +109,21 @@ def test_an_automl_models_stages_skip_its_pixel_scaling_and_augmentation(digit_b
     assert not any(layer.name.startswith(("rescale", "aug_", "head_", "predictions")) for layer in built.layers)
 
 
+def test_a_final_model_that_averages_networks_and_views_is_a_backbone_of_its_first_network(tmp_path,
+                                                                                          digit_backbone):
+    from automl.saving import load_model
+    from automl.training.test_time import averaged, candidate_views
+
+    first, second = load_model(digit_backbone), load_model(digit_backbone)
+    for layer in second.layers:  # a second network of its own weights
+        layer.set_weights([w + 1.0 for w in layer.get_weights()])
+    final = tmp_path / "final.keras"
+    averaged([first, second], candidate_views()["mirror+shifts"]).save(final)
+    direct, unwrapped = (backbone.load(Backbone(source=str(path)), (8, 8)) for path in (digit_backbone, final))
+    assert [s.end for s in backbone.stages(unwrapped)] == [s.end for s in backbone.stages(direct)]
+    assert all(np.array_equal(a, b) for a, b in zip(unwrapped.get_weights(), direct.get_weights(), strict=True))
+
+
 def test_cut_drops_stages_from_the_top_or_keeps_a_named_layer(digit_backbone):
     full = backbone.load(Backbone(source=str(digit_backbone)), (8, 8))
     assert full.output.shape[1:] == (2, 2, 16)

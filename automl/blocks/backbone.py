@@ -19,7 +19,7 @@ import keras
 from automl.blocks.adapters import AdaptChannels, ApplicationInput
 from automl.config import Backbone, TrialConfig
 from automl.errors import ArchitectureError, SpaceError
-from automl.saving import load_model
+from automl.saving import load_network
 from automl.space import SearchSpace
 
 NAME = "backbone"  # the nested model's name in the models built on it
@@ -171,7 +171,7 @@ def _model_file(spec: Backbone) -> keras.Model:
     if not path.is_file():
         raise ArchitectureError(f"backbone {spec.source}: no such model file or keras.applications network")
     try:
-        model = load_model(path)
+        model = load_network(path)
         if spec.weights not in ("pretrained", "random"):
             model.load_weights(spec.weights)
     except (OSError, ValueError) as exc:  # not a Keras model, or weights of another architecture

@@ -17,6 +17,7 @@ import numpy as np
 from keras import ops
 
 SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))  # one pixel each way: a CNN's pooling half-forgives these
+AVERAGED = "averaged"  # the name of a model built by ``averaged``
 
 
 @keras.saving.register_keras_serializable(package="automl")
@@ -67,7 +68,15 @@ def averaged(models: list[keras.Model], views: list[View | None]) -> keras.Model
             m.name = f"member_{i + 1}"  # a Functional model's parts need names of their own
     inputs = keras.Input(models[0].input_shape[1:], name="images")
     outputs = [m(inputs if v is None else v(inputs)) for m in models for v in views]
-    return keras.Model(inputs, keras.layers.Average(name="mean")(outputs), name="averaged")
+    return keras.Model(inputs, keras.layers.Average(name="mean")(outputs), name=AVERAGED)
+
+
+def first_member(model: keras.Model) -> keras.Model:
+    """The first trained network inside a model ``averaged`` built (its views and other members
+    are for prediction only); any other model as it is."""
+    if model.name != AVERAGED:
+        return model
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
 
 
 def probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

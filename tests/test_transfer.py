@@ -284,13 +284,33 @@ def test_probe_reads_the_backbones_own_classes_as_similar(digits, digit_backbone
     assert [p["cut"] for p in reading.probes] == [0, 1, 2]
     assert reading.small and reading.per_class == len(upper_digits.y_train) / 5
     # On digits 5-9, features learned on 0-4 probe no better than the untrained network's (0.855
-    # against 0.842 at cut 1, the best of the pretrained cuts, +0.013 ± 0.017): the weights carry
-    # nothing these digits can use, so the network trains from scratch.
-    assert reading.cut == 1 and not reading.helps and reading.gain <= reading.gain_error
+    # against 0.842 at cut 1, the best of the pretrained cuts, +0.013 ± 0.017): frozen, they would
+    # not help, so the whole network trains at the full LR from the trained weights.
+    assert reading.cut == 1 and not reading.helps and not reading.harms and abs(reading.gain) <= reading.gain_error
     assert reading.cell == "small and unhelpful" and not reading.similar
-    assert reading.policy == {"weights": "random", "cut": 0, "trainable": "all", "fine_tune_lr": 1.0,
-                              "warmup_epochs": 0, "unfreeze_every": 0}
-    assert reading.cell in reading.why and "do not help" in reading.why and "from scratch" in reading.why
+    assert reading.policy == {"cut": 0, "trainable": "all", "fine_tune_lr": 1.0, "warmup_epochs": 0,
+                              "unfreeze_every": 0}
+    assert reading.cell in reading.why and "would not help" in reading.why and "trained weights" in reading.why
+
+
+def test_features_that_probe_worse_than_random_ones_train_the_network_from_scratch(digit_backbone, upper_digits):
+    """A backbone whose weights were all zeroed: its features are one constant, less than the
+    untrained network's, so the policy drops them and starts from random weights."""
+    from automl.saving import load_model
+
+    zeroed = load_model(digit_backbone)
+    for layer in zeroed.layers:
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    reading = transfer.read(Backbone(source=str(_saved(zeroed, digit_backbone.parent / "zeroed.keras"))),
+                            upper_digits, seed=0)
+    assert reading.harms and reading.gain < -reading.gain_error and reading.cell == "small and harmful"
+    assert reading.policy["weights"] == "random" and reading.policy["trainable"] == "all"
+    assert "from scratch" in reading.why
+
+
+def _saved(model, path):
+    model.save(path)
+    return path
 
 
 def _npz(data: Dataset, path):
@@ -332,11 +352,11 @@ def test_the_transfer_stage_starts_the_space_from_its_readings_policy(tmp_path, 
     policy = result.outputs.policy
     assert isinstance(result.outputs, TransferOutputs) and result.ok and result.verdict == "small_unhelpful"
     rewritten = SearchSpace.load(result.outputs.space).default()["model"]["backbone"]
-    assert {k: rewritten[k] for k in ("weights", "trainable", "cut", "warmup_epochs")} == \
-        {k: policy[k] for k in ("weights", "trainable", "cut", "warmup_epochs")}
+    assert {k: rewritten[k] for k in ("trainable", "cut", "warmup_epochs")} == \
+        {k: policy[k] for k in ("trainable", "cut", "warmup_epochs")}
     assert ctx.logged == [Path(result.outputs.space)]  # the rewritten space is logged to the stage's run
     assert result.measured["probe_cut1_pretrained"] == result.outputs.probes[1]["pretrained"]
-    assert result.measured["probe_gain"] <= result.measured["probe_gain_se"]
+    assert abs(result.measured["probe_gain"]) <= result.measured["probe_gain_se"]
     table = "".join(Transfer().report(_record_of(result), None))
     rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("|")][2:]  # past the header
     assert "probe accuracy, trained backbone" in table
@@ -360,7 +380,8 @@ def test_tune_starts_from_the_policy_its_measurements_pick(tmp_path, digit_backb
     study = load_study("t", f"journal:{tmp_path}/automl.journal")
     record = study.user_attrs["stage:transfer"]
     policy = record["outputs"]["policy"]
-    assert record["ok"] and record["verdict"] in ("small_similar", "small_different", "small_unhelpful")
+    assert record["ok"] and record["verdict"] in ("small_similar", "small_different", "small_unhelpful",
+                                                  "small_harmful")
     assert record["summary"].startswith(f"{len(upper_digits.y_train) / 5:.0f} training images per class")
     rewritten = SearchSpace.load(tmp_path / record["outputs"]["space"]).default()["model"]["backbone"]
     assert rewritten["trainable"] == policy["trainable"] and rewritten["cut"] == policy["cut"]

@@ -136,6 +136,7 @@ def write_data(work: Path, train_images: int, seed: int) -> tuple[Path, Path]:
         parts["source"][f"x_{split}"], parts["source"][f"y_{split}"] = classes(x, y, SOURCE_CLASSES)
         x_t, y_t = classes(x, y, TARGET_CLASSES)
         parts["target"][f"x_{split}"], parts["target"][f"y_{split}"] = few(x_t, y_t, n) if n else (x_t, y_t)
+    work.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, arrays in parts.items():
         path = work / f"{name}.npz"

@@ -95,3 +95,27 @@ def test_a_final_of_several_models_averages_them_and_starts_none_its_time_cannot
     alone = train_final(config, digits, epochs=3, seconds=50, seed=0, objective="val_accuracy",
                         callbacks=lambda member: [], members=2, epoch_estimate=10.0)
     assert len(alone.members_held_out) == 1 and "single_test_accuracy" not in alone.result.metrics
+
+
+def test_a_finals_later_models_leave_room_for_what_building_and_compiling_the_last_one_took(digits, monkeypatch):
+    """A member's seconds bound its training only: the next member's are cut by the last one's
+    build, compile and evaluation (planted here as 100 s more than it took)."""
+    from automl.config import TrialConfig
+    from automl.recipe import final
+    from automl.space import SearchSpace
+
+    from .conftest import SPACES
+
+    config = TrialConfig.model_validate(SearchSpace.load(SPACES / "quick.yaml").default())
+    given, real_fit = [], final.fit
+
+    def slow_to_build(*args, seconds, **kwargs):
+        given.append(seconds)
+        result = real_fit(*args, seconds=seconds, **kwargs)
+        result.seconds += 100.0
+        return result
+
+    monkeypatch.setattr(final, "fit", slow_to_build)
+    final.train_final(config, digits, epochs=2, seconds=600, seed=0, objective="val_accuracy",
+                      callbacks=lambda member: [], members=2, epoch_estimate=1.0)
+    assert len(given) == 2 and given[1] <= 600 - 100 < given[0] * 2

@@ -52,13 +52,16 @@ def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: flo
     if epoch_estimate:  # the scoring after training comes out of the same seconds, but never half of them
         seconds = max(seconds / 2, seconds - scoring_seconds(epoch_estimate / len(x_fit), members, len(x_held),
                                                              0 if data.x_test is None else len(data.x_test)))
-    start, results = time.perf_counter(), []
+    start, results, overhead = time.perf_counter(), [], 0.0
     for i in range(members):
-        part = (seconds - (time.perf_counter() - start)) / (members - i)
+        # a member's seconds bound its training; building, compiling and evaluating it come on top,
+        # as long as the last member's did
+        part = (seconds - (time.perf_counter() - start)) / (members - i) - overhead
         if i and epoch_estimate and part < tracing + budget.MIN_FINAL_EPOCHS * epoch_estimate:
             break
         results.append(_member(config, joined if i == 0 else without_test(joined), epochs, part, seed + i, objective,
                                callbacks(i), epoch_estimate, jit_compile))
+        overhead = results[-1].seconds - results[-1].fit_seconds
     result, models = results[0], [r.model for r in results]
     smoothing, batch = config.regularization.label_smoothing, config.training.batch_size
     together = averaged(models, [None])

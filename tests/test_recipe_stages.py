@@ -158,28 +158,36 @@ def test_the_final_configuration_is_the_cheapest_within_one_standard_error():
 
 def test_a_final_the_budget_cannot_train_long_enough_gives_way_to_one_it_can():
     # 6x the 10,000 images a trial saw: 12 s/epoch there is 72 s in the final; epochs foreseen in the
-    # 0.8 of its 400 s the searches' steadiness leaves, less 5 s of tracing: 4; at 8 s/epoch, 6
+    # 0.8 of its 400 s the searches' steadiness leaves, less 5 s of tracing and the scoring of the
+    # held-out tenth (12 passes over 6,000 images at a third of 72 s per 60,000: 28.8 s): 3; at 8 s/epoch, 6
     choice = choose_final([_candidates("refine", [(0.91, 12.0), (0.86, 11.0)]),
                            _candidates("coarse", [(0.88, 8.0), (0.87, 2.0)])], 400, 60_000, "val_accuracy", 6)
     assert (choice.stage, choice.trial.value) == ("coarse", 0.87)
-    assert f"fits {budget.MIN_FINAL_EPOCHS} epochs" in choice.why and "refine search would get 4" in choice.why
+    assert f"fits {budget.MIN_FINAL_EPOCHS} epochs" in choice.why and "refine search would get 3" in choice.why
     assert choice.epoch_seconds == pytest.approx(2.0 * 6)
-    # time, not the configuration's 15 epochs, bounds it: its schedule runs over the 26 that fit
-    assert choice.planned == choice.affordable == (0.8 * 400 - 5) // 12
+    # time, not the configuration's 15 epochs, bounds it: its schedule runs over the 25 that fit (4.8 s
+    # of scoring at 12 s per 60,000 images)
+    assert choice.planned == choice.affordable == (0.8 * 400 - 5 - 4.8) // 12
 
 
 def test_a_final_short_of_time_plans_the_configurations_epochs_and_says_how_many_fit():
     choice = choose_final([_candidates("refine", [(0.91, 12.0)])], 700, 60_000, "val_accuracy", 6)
-    assert (choice.planned, choice.affordable) == (15, (0.8 * 700 - 5) // 72)
+    assert (choice.planned, choice.affordable) == (15, (0.8 * 700 - 5 - 28.8) // 72)
 
 
 def test_a_final_whose_time_affords_several_times_the_configurations_epochs_trains_that_many_models():
-    # 12 s a final epoch, 5 s of tracing: (0.8 * 1,000 - 5) // 12 = 66 epochs fit; 800 // (5 + 15 * 12)
-    # = 4 models of the 15 named, each (200 - 5) // 12 = 16
+    # 12 s a final epoch; besides its epochs each model pays 5 s of tracing and 4.8 s scoring the
+    # held-out tenth: (0.8 * 1,000 - 9.8) // 12 = 65 epochs fit; 800 // (9.8 + 15 * 12) = 4 models of
+    # the 15 named, each (200 - 9.8) // 12 = 15
     choice = choose_final([_candidates("refine", [(0.91, 2.0)])], 1_000, 60_000, "val_accuracy", 6)
-    assert (choice.affordable, choice.members, choice.planned) == (66, 4, 16)
+    assert (choice.affordable, choice.members, choice.planned) == (65, 4, 15)
     many = choose_final([_candidates("refine", [(0.91, 2.0)])], 1_000, 60_000, "val_accuracy", 30)
     assert (many.members, many.planned) == (2, 32)  # the diagnosis asked for 30 epochs a model
+    # 20 s a trial outside its training (building, compiling, saving), and 10,000 test images scored
+    # twice a model (1.3 s more each): 800 // (31.1 + 180) = 3 models
+    dear = _candidates("refine", [(0.91, 2.0)])
+    dear.trials[0].user_attrs.update(trial_seconds=30.0, fit_seconds=10.0)
+    assert choose_final([dear], 1_000, 60_000, "val_accuracy", 6, test_images=10_000).members == 3
 
 
 def test_the_searches_epoch_times_say_how_steady_the_host_ran():
@@ -418,6 +426,9 @@ def test_a_search_with_no_completed_trial_is_one_report_line_not_optuna_warnings
      "improved since epoch 3."),
     (60.0, {"epochs_run": 9, "planned_epochs": 9, "best_epoch": 9},
      "budget: the final trained its 9 planned epochs faster than foreseen."),
+    (60.0, {"epochs_run": 3, "planned_epochs": 15, "best_epoch": 3},
+     "budget: the final's time stopped it at epoch 3 of the 15 planned, still improving, and what was left "
+     "afforded no other model: its costs were foreseen too low."),
 ])
 def test_the_report_says_how_much_of_its_budget_the_tune_used_and_why_it_left_time(final_seconds, measured, ending):
     from automl.recipe.outcomes import FinalOutputs

@@ -49,14 +49,16 @@ def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: flo
     y = np.concatenate([data.y_train, data.y_val])
     x_fit, x_held, y_fit, y_held = holdout(x, y, HELD_OUT, seed)
     joined = dataclasses.replace(data, x_train=x_fit, y_train=y_fit, x_val=x_held, y_val=y_held)
-    if epoch_estimate:  # the scoring after training comes out of the same seconds, but never half of them
-        seconds = max(seconds / 2, seconds - scoring_seconds(epoch_estimate / len(x_fit), members, len(x_held),
-                                                             0 if data.x_test is None else len(data.x_test)))
+    image_seconds = epoch_estimate / len(x_fit) if epoch_estimate else 0.0
+    test = 0 if data.x_test is None else len(data.x_test)
+    # scoring each member after training comes out of the same seconds, but never half of them
+    scoring = min(scoring_seconds(image_seconds, 1, len(x_held), test), seconds / 2 / members)
     start, results, overhead = time.perf_counter(), [], 0.0
     for i in range(members):
         # a member's seconds bound its training; building, compiling and evaluating it come on top,
         # as long as the last member's did
-        part = (seconds - (time.perf_counter() - start)) / (members - i) - overhead
+        left = seconds - (time.perf_counter() - start) - scoring * members
+        part = left / (members - i) - overhead
         if i and epoch_estimate and part < tracing + budget.MIN_FINAL_EPOCHS * epoch_estimate:
             break
         results.append(_member(config, joined if i == 0 else without_test(joined), epochs, part, seed + i, objective,
@@ -74,8 +76,9 @@ def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: flo
     if result.model is not models[0] and data.x_test is not None:
         tests = {k: v for k, v in result.metrics.items() if k.startswith("test_")}
         result.metrics.update({f"single_{k}": v for k, v in tests.items()})
-        result.metrics["test_accuracy"] = score(result.model, data.x_test, data.y_test, "val_accuracy")
-        result.metrics["test_loss"] = -score(result.model, data.x_test, data.y_test, "val_loss")
+        predicted = probabilities(result.model, data.x_test, batch)  # once: the views may be many
+        result.metrics["test_accuracy"] = float(scores(predicted, data.y_test, "val_accuracy").mean())
+        result.metrics["test_loss"] = -float(scores(predicted, data.y_test, "val_loss", smoothing).mean())
     sign = 1 if objective == "val_accuracy" else -1  # scores are minus the loss
     return FinalTraining(result, choice, [sign * score(m, x_held, y_held, objective) for m in models],
                          sign * score(result.model, x_held, y_held, objective))
@@ -84,7 +87,7 @@ def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: flo
 def scoring_seconds(image_seconds: float, members: int, held_out: int, test: int) -> float:
     """What scoring the trained models takes, at ``budget.EVAL_COST`` of ``image_seconds`` (a
     training image's) per image and model: each member on every candidate view of the held-out part
-    and on it as is, twice, and on the test split with and without a second view."""
+    and on it as is, twice, and on the test split alone (the first) and averaged, one view foreseen."""
     distinct = 1 + len({v.label for views in candidate_views().values() for v in views if v is not None})
     images = members * ((distinct + 2) * held_out + 2 * test)
     return budget.EVAL_COST * image_seconds * images

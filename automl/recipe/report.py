@@ -86,6 +86,9 @@ def budget_use(outcomes: Outcomes) -> str:
     if spent >= USED * budget:
         return line + "."
     run, planned = m.get("epochs_run"), m.get("planned_epochs")
+    if run and planned and run < planned and m.get("best_epoch") == run:
+        return (line + f": the final's time stopped it at epoch {run} of the {planned} planned, still improving, "
+                "and what was left afforded no other model: its costs were foreseen too low.")
     if run and planned and run < planned:
         return (line + f": the final converged, stopped early at epoch {run} of the {planned} planned, as its "
                 f"held-out part had not improved since epoch {m['best_epoch']}.")

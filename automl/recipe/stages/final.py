@@ -60,7 +60,7 @@ def epoch_steadiness(searches: list[Candidates]) -> float:
 
 
 def choose_final(searches: list[Candidates], seconds: float, final_images: int, objective: str,
-                 min_epochs: int) -> Choice:
+                 min_epochs: int, test_images: int = 0) -> Choice:
     """The trial whose configuration the final stage trains, for how many epochs, and why.
 
     From the last search with a complete trial (``searches`` latest first): the best, or, by the
@@ -76,7 +76,9 @@ def choose_final(searches: list[Candidates], seconds: float, final_images: int, 
     Time, not the configuration's epoch count, bounds the final: where its seconds afford several
     times the configuration's epochs, it trains that many models of them and averages them (time
     past the epochs a configuration is known to need is worth more as another member than as a
-    longer schedule); else one model's schedule is planned over all the epochs it affords.
+    longer schedule); else one model's schedule is planned over all the epochs it affords. Each
+    member also pays again what its trial took outside training (building, compiling), its
+    tracing, and its scoring on the held-out part and the ``test_images``.
     Epochs are foreseen in the share of the seconds that the searches' epoch times say a slow
     patch of the host leaves (``epoch_steadiness``)."""
     searches = [c for c in searches if c.trials]
@@ -88,9 +90,20 @@ def choose_final(searches: list[Candidates], seconds: float, final_images: int, 
     def named(t) -> int:
         return max(TrialRecord.of(t).config["training"]["epochs"], min_epochs)
 
-    def affordable(c: Candidates, t) -> int:
+    def costs(c: Candidates, t) -> tuple[float, float, float]:
+        """A final epoch of ``t``'s configuration, its tracing, and all a model pays besides its
+        epochs: that tracing, what its trial took outside training (building, compiling), and scoring."""
+        from automl.recipe.final import HELD_OUT, scoring_seconds
+
         epoch, tracing = epoch_estimate(t, c.search, final_images)
-        return max(1, int((steady * seconds - tracing) / epoch))
+        record = TrialRecord.of(t)
+        outside = max(0.0, (record.trial_seconds or 0.0) - (record.fit_seconds or 0.0))
+        scoring = scoring_seconds(epoch / final_images, 1, round(HELD_OUT * final_images), test_images)
+        return epoch, tracing, tracing + outside + scoring
+
+    def affordable(c: Candidates, t) -> int:
+        epoch, _, extra = costs(c, t)
+        return max(1, int((steady * seconds - extra) / epoch))
 
     if objective == "val_accuracy":
         error = math.sqrt(best.value * (1 - best.value) / first.search.val_images)
@@ -117,10 +130,10 @@ def choose_final(searches: list[Candidates], seconds: float, final_images: int, 
             dear = f"trial {pick.number} of the {first.stage} search would get {affordable(first, pick)}"
             chosen, pick = options[0]
             why = f"the best whose final training fits {budget.MIN_FINAL_EPOCHS} epochs in {seconds:.0f} s ({dear})"
-    epoch, tracing = epoch_estimate(pick, chosen.search, final_images)
+    epoch, tracing, extra = costs(chosen, pick)
     usable = steady * seconds
-    members = max(1, int(usable // (tracing + named(pick) * epoch)))  # each member traces its steps again
-    each = max(named(pick), int((usable / members - tracing) / epoch))
+    members = max(1, int(usable // (extra + named(pick) * epoch)))
+    each = max(named(pick), int((usable / members - extra) / epoch))
     return Choice(chosen.stage, pick, f"trial {pick.number} of the {chosen.stage} search, {why}", each, epoch,
                   affordable(chosen, pick), members, tracing)
 
@@ -152,7 +165,8 @@ class Final(Stage):
         searches = [Candidates(name, out, records.ranking(ctx.load_search(out.study)))
                     for name, out in reversed(ctx.outcomes.searches())]
         diagnoses = [r.outputs for r in ctx.outcomes.values() if isinstance(r.outputs, DiagnoseOutputs)]
-        choice = choose_final(searches, seconds, final_images, s.objective, diagnoses[-1].epochs if diagnoses else 1)
+        choice = choose_final(searches, seconds, final_images, s.objective, diagnoses[-1].epochs if diagnoses else 1,
+                              0 if ctx.data.x_test is None else len(ctx.data.x_test))
         best = choice.trial
         source = TrialRecord.of(best)
         config = TrialConfig.model_validate(source.config)

@@ -39,7 +39,10 @@ _NOISE = re.compile(
     r"^To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags\.$|"
     # JAX without a CUDA build on a machine with a GPU driver
     r"^An NVIDIA GPU may be present on this machine, but a CUDA-enabled jaxlib is not installed\. "
-    r"Falling back to cpu\.$"
+    r"Falling back to cpu\.$|"
+    # a process that builds many models (trials, probes, a final's members) traces a function for each:
+    # TensorFlow's hint to the programmer, nothing the user can act on
+    r"^WARNING:tensorflow:\d+ out of the last \d+ calls to <function .*> triggered tf\.function retracing\. "
 )
 
 

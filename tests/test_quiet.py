@@ -35,6 +35,13 @@ NOISE = [
     "CPU instructions in performance-critical operations.",
     "To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow with the "
     "appropriate compiler flags.",
+    "WARNING:tensorflow:5 out of the last 17 calls to <function TensorFlowTrainer._make_function.<locals>."
+    "multi_step_on_iterator at 0x7f5cca5f63e0> triggered tf.function retracing. Tracing is expensive and the "
+    "excessive number of tracings could be due to (1) creating @tf.function repeatedly in a loop, (2) passing "
+    "tensors with different shapes, (3) passing Python objects instead of tensors. For (1), please define your "
+    "@tf.function outside of the loop. For (2), @tf.function has reduce_retracing=True option that can avoid "
+    "unnecessary retracing. For (3), please refer to https://www.tensorflow.org/guide/function"
+    "#controlling_retracing and https://www.tensorflow.org/api_docs/python/tf/function for  more details.",
 ]
 NEWS = [
     "automl: error: space.yaml:3: model.stem: field required",
@@ -44,6 +51,7 @@ NEWS = [
     "Traceback (most recent call last):",
     "Segmentation fault",
     "W0000 00:00:1733152123.512345   12345 data_loader.cc:12] The input pipeline stalled for 30 s",
+    "WARNING:tensorflow:Your input ran out of data; interrupting training.",
 ]
 
 

@@ -1,5 +1,6 @@
 """The recipe's early checks catch planted faults with the right diagnosis, on real digits."""
 
+import dataclasses
 import math
 
 import keras
@@ -104,3 +105,15 @@ def test_overfit_stops_once_it_fits_enough_to_pass_when_its_time_is_up(quick, di
     assert finding.ok and finding.verdict == "healthy"
     assert 0.9 <= finding.measured["train_accuracy"] < 0.999 and "enough to pass" in finding.summary
     assert finding.measured["epochs"] < check_overfit(quick, digits).measured["epochs"]
+
+
+def test_overfit_on_fewer_images_than_its_batches_hold_trains_as_many_steps(quick):
+    """40 images are one batch of 64: 2 epochs of 4 batches become up to 8 epochs of one (fewer
+    once memorized: even shuffled labels, on so few images)."""
+    bunch = load_digits()
+    labels = np.random.default_rng(0).permutation(bunch.target)
+    shuffled = make_dataset("few", bunch.images.astype("float32"), labels, pixel_scale=1 / 16)
+    few = dataclasses.replace(shuffled, x_train=shuffled.x_train[:40], y_train=shuffled.y_train[:40])
+    assert quick.training.batch_size == 64
+    finding = check_overfit(quick, few, batches=4, max_epochs=2)
+    assert finding.measured["subset"] == 40 and 2 < finding.measured["epochs"] <= 8, finding

@@ -94,7 +94,8 @@ def check_initial_loss(config: TrialConfig, data: Dataset, samples: int = 512, s
 def check_overfit(config: TrialConfig, data: Dataset, batches: int = 8, max_epochs: int = 60,
                   seed: int = 0, callbacks: Sequence[keras.callbacks.Callback] = (),
                   seconds: float | None = None) -> Finding:
-    """Train without regularization on ``batches`` batches: a healthy setup memorizes them.
+    """Train without regularization on ``batches`` batches for ``max_epochs`` (fewer images
+    than the batches hold: for as many steps): a healthy setup memorizes them.
 
     Also compares with validation accuracy: memorized but at chance on unseen data means the
     labels carry no signal about the images (e.g. shuffled against them). ``callbacks`` see the
@@ -106,6 +107,8 @@ def check_overfit(config: TrialConfig, data: Dataset, batches: int = 8, max_epoc
     cfg = plain(config)
     n = min(len(data.x_train), batches * cfg.training.batch_size)
     x, y = data.x_train[:n], data.y_train[:n]
+    # as many optimizer steps as ``batches`` batches get, however few the images (150 in 3 batches)
+    max_epochs = max_epochs * batches // math.ceil(n / cfg.training.batch_size)
     # every layer trains, a backbone's too: this checks that the model can learn at all (a frozen
     # backbone under a linear head cannot memorize, yet transfers well)
     model = build_model(cfg, data.input_shape, data.num_classes, data.pixel_scale)

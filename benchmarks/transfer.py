@@ -85,6 +85,9 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=300.0, help="seconds for each run on the target classes")
     parser.add_argument("--train-images", type=int, default=1000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--runs", nargs="+", choices=["transferred", "from scratch"],
+                        default=["transferred", "from scratch"],
+                        help="which to run (the report pairs each seed's latest of both)")
     parser.add_argument("--workdir", help="keep the runs' files here (default: a temporary folder)")
     parser.add_argument("--backbone", help="an `automl export` folder to reuse instead of searching one")
     args = parser.parse_args()
@@ -105,6 +108,8 @@ def main() -> None:
             folder = work / f"{args.train_images}-{seed}"
             _, target_data = write_data(folder, args.train_images, seed)
             for name, template in (("transferred", TRANSFERRED), ("from scratch", SCRATCH)):
+                if name not in args.runs:
+                    continue
                 space = folder / f"{name.replace(' ', '_')}.yaml"
                 space.write_text(template.format(source=backbone) + TRAINING)
                 run = {"train_images": args.train_images, "budget": args.budget, "seed": seed, "run": name,

@@ -265,9 +265,10 @@ def test_space_errors_name_the_file_and_field(write_space, digit_backbone):
 
 @pytest.mark.parametrize("small, similar, cut, expected", [
     (True, True, 0, {"trainable": "head", "cut": 0}),
-    (True, False, 1, {"trainable": "head", "cut": 1}),
-    (True, False, 0, {"trainable": "all", "warmup_epochs": 1, "fine_tune_lr": transfer.FINE_TUNE_LR}),
-    (False, True, 0, {"trainable": "all", "warmup_epochs": 1, "unfreeze_every": 1}),
+    (True, True, 1, {"trainable": "head", "cut": 1}),
+    (True, False, 1, {"trainable": "all", "cut": 0, "fine_tune_lr": 1.0, "warmup_epochs": 0}),
+    (False, True, 0, {"trainable": "all", "warmup_epochs": 1, "unfreeze_every": 1,
+                      "fine_tune_lr": transfer.FINE_TUNE_LR}),
     (False, False, 2, {"trainable": "all", "cut": 0, "fine_tune_lr": 1.0, "warmup_epochs": 0}),
 ])
 def test_policy_follows_the_table(small, similar, cut, expected):

@@ -264,8 +264,7 @@ def test_space_errors_name_the_file_and_field(write_space, digit_backbone):
 
 
 @pytest.mark.parametrize("small, similar, cut, expected", [
-    (True, True, 0, {"trainable": "head", "cut": 0}),
-    (True, True, 1, {"trainable": "head", "cut": 1}),
+    (True, True, 1, {"trainable": "all", "cut": 0, "fine_tune_lr": 1.0, "warmup_epochs": 0}),
     (True, False, 1, {"trainable": "all", "cut": 0, "fine_tune_lr": 1.0, "warmup_epochs": 0}),
     (False, True, 0, {"trainable": "all", "warmup_epochs": 1, "unfreeze_every": 1,
                       "fine_tune_lr": transfer.FINE_TUNE_LR}),
@@ -280,7 +279,7 @@ def test_probe_reads_the_backbones_own_classes_as_similar(digits, digit_backbone
     own = transfer.read(Backbone(source=str(digit_backbone)), _classes(digits, 0, 4), seed=0)
     assert own.helps and own.similar and own.gain > 3 * own.gain_error
     assert own.probes[0]["pretrained"] > own.probes[0]["random"] + 0.03
-    assert own.policy["trainable"] == "head" and "weights" not in own.policy
+    assert own.policy["trainable"] == "all" and "weights" not in own.policy  # small: nothing frozen
     reading = transfer.read(Backbone(source=str(digit_backbone)), upper_digits, seed=0)
     assert [p["cut"] for p in reading.probes] == [0, 1, 2]
     assert reading.small and reading.per_class == len(upper_digits.y_train) / 5

@@ -40,7 +40,8 @@ def train_final(config: TrialConfig, data: Dataset, *, epochs: int, seconds: flo
                 epoch_estimate: float | None = None, tracing: float = 0.0,
                 jit_compile: bool | str = "auto") -> FinalTraining:
     """Train ``members`` models of ``config`` (seeds ``seed``, ``seed + 1``, ...) in turn, each for
-    at most ``epochs``, its schedule fitted into its part of ``seconds`` at ``epoch_estimate``; a
+    at most ``epochs``, its schedule fitted into its part of ``seconds`` at ``epoch_estimate`` (the
+    parts leave room for scoring every member, and for building each as long as the last took); a
     member whose part no longer affords its ``tracing`` and ``budget.MIN_FINAL_EPOCHS`` is not started. The model
     returned averages the members' predictions over the test-time views the held-out part chose;
     its test metrics are that model's, and ``single_test_*`` the first member's alone.

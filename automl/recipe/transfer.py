@@ -88,7 +88,7 @@ def read(spec: Backbone, data: Dataset, seed: int) -> Reading:
     similar = helps and 1 - best["pretrained"] <= SIMILAR * (1 - best["random"])
     likeness = "similar" if similar else "different" if helps else "harmful" if harms else "unhelpful"
     cell = f"{'small' if small else 'large'} and {likeness}"
-    policy, action = _policy(small, similar, best["cut"]) if helps else _untrained_features(harms)
+    policy, action = _policy(small, similar, best["cut"]) if helps else _whole_network(from_scratch=harms)
     size = (f"{per_class:.0f} training images per class ({'<' if small else '>='} {SMALL_PER_CLASS}: "
             f"{'small' if small else 'large'})")
     measured = (f"a linear probe on the backbone's features at cut {best['cut']} scores {best['pretrained']:.3f}, "
@@ -105,10 +105,10 @@ def read(spec: Backbone, data: Dataset, seed: int) -> Reading:
                    policy, f"{size}; {measured}; {reason}). Cell: {cell}, so {action}.")
 
 
-def _untrained_features(harms: bool) -> tuple[dict, str]:
+def _whole_network(from_scratch: bool) -> tuple[dict, str]:
     """Small data, or features unlike the data's: nothing frozen, the full LR."""
     whole = {"cut": 0, "trainable": "all", "fine_tune_lr": 1.0, "warmup_epochs": 0, "unfreeze_every": 0}
-    if harms:
+    if from_scratch:
         return ({"weights": "random", **whole},
                 "the whole network trains from scratch (random weights) at the full learning rate")
     return whole, "the whole network trains at the full learning rate, from the trained weights"
@@ -116,7 +116,7 @@ def _untrained_features(harms: bool) -> tuple[dict, str]:
 
 def _policy(small: bool, similar: bool, cut: int) -> tuple[dict, str]:
     if small or not similar:
-        return _untrained_features(harms=False)
+        return _whole_network(from_scratch=False)
     return ({"cut": cut, "trainable": "all", "warmup_epochs": 1, "unfreeze_every": 1, "fine_tune_lr": FINE_TUNE_LR},
             f"the head trains for an epoch, then the stages unfreeze one per epoch from the top at "
             f"{FINE_TUNE_LR}x the learning rate")

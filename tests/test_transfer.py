@@ -308,6 +308,30 @@ def test_features_that_probe_worse_than_random_ones_train_the_network_from_scrat
     assert "from scratch" in reading.why
 
 
+def test_a_class_of_one_image_is_still_read_without_a_warning(digit_backbone, upper_digits):
+    import warnings
+
+    keep = np.flatnonzero(upper_digits.y_train != 0)[:60].tolist() + [int(np.flatnonzero(upper_digits.y_train == 0)[0])]
+    drop_val = upper_digits.y_val != 0
+    few = dataclasses.replace(upper_digits, x_train=upper_digits.x_train[keep], y_train=upper_digits.y_train[keep],
+                              x_val=upper_digits.x_val[drop_val], y_val=upper_digits.y_val[drop_val])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reading = transfer.read(Backbone(source=str(digit_backbone)), few, seed=0)
+    assert len(reading.probes) == 3 and reading.policy["trainable"] == "all"
+    assert not [w for w in caught if "sklearn" in w.filename], [str(w.message) for w in caught]
+
+
+def test_a_model_of_the_averaged_name_but_no_network_inside_is_a_backbone_as_it_is(tmp_path, digit_backbone):
+    from automl.saving import load_model
+
+    own = load_model(digit_backbone)
+    renamed = keras.Model(own.inputs, own.outputs, name="averaged")
+    path = _saved(renamed, tmp_path / "averaged.keras")
+    assert [s.end for s in backbone.stages(backbone.load(Backbone(source=str(path)), (8, 8)))] == \
+        [s.end for s in backbone.stages(backbone.load(Backbone(source=str(digit_backbone)), (8, 8)))]
+
+
 def _saved(model, path):
     model.save(path)
     return path

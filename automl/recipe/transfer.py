@@ -39,6 +39,7 @@ their paired difference:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -126,6 +127,7 @@ def _probe(spec: Backbone, data: Dataset, seed: int) -> list[np.ndarray]:
     """Per top stage end, which images a logistic regression on the pooled features classifies
     right, each by a fit on the other folds of the training and validation images pooled."""
     import keras
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
@@ -140,8 +142,11 @@ def _probe(spec: Backbone, data: Dataset, seed: int) -> list[np.ndarray]:
     keras.backend.clear_session()
     fewest = np.unique(y, return_counts=True)[1].min()  # few-shot data: folds no more than a class has images
     folds = StratifiedKFold(max(2, min(PROBE_FOLDS, fewest)), shuffle=True, random_state=seed)
-    return [cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)), f, y, cv=folds) == y
-            for f in features]
+    with warnings.catch_warnings():  # a class of one image, a probe short of convergence: still a reading
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return [cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)), f, y,
+                                  cv=folds) == y for f in features]
 
 
 def _as_list(outputs) -> list[np.ndarray]:

@@ -73,10 +73,9 @@ def averaged(models: list[keras.Model], views: list[View | None]) -> keras.Model
 
 def first_member(model: keras.Model) -> keras.Model:
     """The first trained network inside a model ``averaged`` built (its views and other members
-    are for prediction only); any other model as it is."""
-    if model.name != AVERAGED:
-        return model
-    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    are for prediction only); any other model, a user's own named alike included, as it is."""
+    nested = (layer for layer in model.layers if isinstance(layer, keras.Model))
+    return next(nested, model) if model.name == AVERAGED else model
 
 
 def probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

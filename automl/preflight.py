@@ -47,6 +47,8 @@ def check_destinations(out: str, tracking_uri: str, storage: str) -> None:
         file = local_file(uri)
         if file is not None:
             check_file(f"{option} {uri}", file)
+        elif uri.startswith(("http://", "https://")):
+            _check_server(option, uri)
         else:
             _check_database(option, uri, probe)
 
@@ -95,7 +97,7 @@ def _check_database(option: str, uri: str, probe: tuple[str, str]) -> None:
     rather than when the study or the MLflow run is half made. A new database's tables are made by
     Optuna and MLflow, which report a login that cannot."""
     if not uri.startswith(("postgresql", "mysql")):
-        return  # an MLflow server (http...) checks its own writes; other URLs are refused when opened
+        return  # other URLs are refused when opened
     import sqlalchemy
 
     table, column = probe
@@ -116,6 +118,32 @@ def _check_database(option: str, uri: str, probe: tuple[str, str]) -> None:
     finally:
         connection.close()
         engine.dispose()
+
+
+SERVER_TIMEOUT = 10  # seconds an MLflow server has to answer one request
+
+
+def _check_server(option: str, uri: str) -> None:
+    """An MLflow tracking server answers, and lets this login search its experiments: a server that
+    is down, a wrong port or refused credentials is one line here, not two minutes of MLflow's
+    own retries after the study was made. The server checks its writes itself."""
+    import requests
+
+    from automl.secrets import masked
+
+    token, user = os.environ.get("MLFLOW_TRACKING_TOKEN"), os.environ.get("MLFLOW_TRACKING_USERNAME")
+    auth = (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = requests.get(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                              auth=auth, headers=headers, timeout=SERVER_TIMEOUT,
+                              verify=os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() != "true")
+    except requests.RequestException as exc:
+        reason = type(exc).__name__
+        raise UserError(f"{option} {masked(uri)}: cannot reach the MLflow server ({reason})") from None
+    if not answer.ok:
+        raise UserError(f"{option} {masked(uri)}: the MLflow server answered HTTP {answer.status_code} "
+                        f"{answer.reason}")
 
 
 def database_refused(option: str, uri: str, what: str, exc: Exception) -> UserError:

@@ -73,7 +73,9 @@ class Tracker:
                 raise UserError(f"--tracking-uri {masked(tracking_uri)}: no MLflow experiment {experiment} there; "
                                 f"give the tracking server the search logs to")
             self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
-        self.pending: list[TrialRun] = []  # trial runs MLflow did not let finish; see finish_pending
+        # trial runs to finish: each waits for its study to record the trial, and MLflow may refuse
+        # a finish (see finish_pending)
+        self.pending: list[TrialRun] = []
 
     # --- parent runs ------------------------------------------------------------------
 
@@ -115,7 +117,8 @@ class Tracker:
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
     def finish_pending(self) -> None:
-        """Try again to finish the trial runs that MLflow refused to finish before."""
+        """Finish the trial runs whose trials the study has recorded, and try again those that
+        MLflow refused to finish before."""
         pending, self.pending = self.pending, []
         for run in pending:
             run.finish(run.state, run.reason, run.status)
@@ -207,7 +210,9 @@ class Tracker:
 
     @contextmanager
     def trial_run(self, parent_id: str, number: int, config: dict, tags: dict[str, str]):
-        """A child run for trial ``number``; the body sets ``run.state`` and may log metrics."""
+        """A child run for trial ``number``; the body sets ``run.state`` and may log metrics. A run
+        that ends normally is finished by the next ``finish_pending``: its learning-curve plot and
+        MLflow's retries wait until the backend has recorded the trial in its study."""
         self.finish_pending()
         run = TrialRun(self, parent_id, number, config, tags)
         try:
@@ -219,7 +224,8 @@ class Tracker:
             run.finish("FAIL", f"{type(exc).__name__}: {exc}".splitlines()[0])
             raise
         else:
-            run.finish(run.state, run.reason)
+            run.settle(run.state, run.reason)
+            self.pending.append(run)
 
     def _exists(self, run_id: str) -> bool:
         try:
@@ -296,9 +302,12 @@ class TrialRun:
             self._call("log its traceback", self.tracker.client.log_text, self.run_id,
                        "".join(traceback.format_exception(exc)), "traceback.txt")
 
-    def finish(self, state: str, reason: str | None = None, status: str | None = None) -> None:
+    def settle(self, state: str, reason: str | None = None, status: str | None = None) -> None:
         self.state, self.reason = state, reason
         self.status = status or {"COMPLETE": "FINISHED", "PRUNED": "FINISHED"}.get(state, "FAILED")
+
+    def finish(self, state: str, reason: str | None = None, status: str | None = None) -> None:
+        self.settle(state, reason, status)
         self.failing = False  # worth another try: MLflow may be back
         if not self._call("finish its run", self._finish):
             self.tracker.pending.append(self)

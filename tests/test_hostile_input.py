@@ -1,11 +1,14 @@
 """Hostile and malformed input, and destinations that cannot be written: the real CLI answers with
 exit code 2 and one line naming the file, quickly, and writes nothing (no study, no MLflow run)."""
 
+import http.server
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from contextlib import contextmanager
@@ -299,9 +302,12 @@ def test_tune_blames_nan_pixels_not_the_learning_rate(tmp_path):
     ("no/such/folder", ["no/such/folder: no such file or folder"]),
 ])
 def test_bad_data_spec_is_reported_before_the_framework_loads(tmp_path, data, phrases):
-    proc, seconds = search(tmp_path, data=data)
+    probe = tmp_path / "probe"  # where Keras's first import would leave a mark (tests/framework_probe)
+    probe.mkdir()
+    env = {"PYTHONPATH": f"{ROOT / 'tests' / 'framework_probe'}:{ROOT}", "AUTOML_TEST_PROBE": str(probe)}
+    proc, seconds = search(tmp_path, QUICK, data, env=env)
     assert_refused(proc, seconds, *phrases)
-    assert seconds < 5, f"{seconds:.1f} s"  # about 2 s; TensorFlow's import alone takes ~15 s here
+    assert not list(probe.iterdir())
 
 
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\nshowpage\n%%EOF\n"
@@ -410,6 +416,29 @@ def test_read_only_tracking_uri_is_refused_before_the_study_is_created(tmp_path,
     uri = f"sqlite:///{read_only}/mlflow.db"
     proc, seconds = search(tmp_path, QUICK, "digits", "--tracking-uri", uri)
     assert_refused(proc, seconds, f"--tracking-uri {uri}", "Read-only file system")
+
+
+def test_an_mlflow_server_that_does_not_answer_or_refuses_is_one_line_before_the_study_is_made(tmp_path):
+    with socket.socket() as s:  # a loopback port with nothing behind it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc, seconds = search(tmp_path, QUICK, "digits", "--tracking-uri", f"http://127.0.0.1:{port}")
+    assert_refused(proc, seconds, f"--tracking-uri http://127.0.0.1:{port}: cannot reach the MLflow server")
+
+    class Forbidding(http.server.BaseHTTPRequestHandler):  # a server whose login was refused
+        def do_GET(self):
+            self.send_error(403, "Forbidden")
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forbidding) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://ann:s3cret@127.0.0.1:{server.server_address[1]}"
+        proc, seconds = search(tmp_path, QUICK, "digits", "--tracking-uri", url)
+        server.shutdown()
+    line = assert_refused(proc, seconds, "the MLflow server answered HTTP 403 Forbidden")
+    assert "s3cret" not in line and "ann:***@" in line
 
 
 def test_read_only_journal_is_refused(tmp_path, read_only):

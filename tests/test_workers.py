@@ -216,32 +216,6 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_same_command_resumes(tmp_path
     assert len(_finished(load_study("quick-digits", f"journal:{tmp_path}/automl.journal"))) >= 3
 
 
-def test_a_trial_out_of_memory_is_retried_once_with_half_the_batch(tmp_path, monkeypatch):
-    """Out of memory is planted for batches above 32 (this machine has memory to spare): the
-    trial fails alone with reason oom, then trains for real with batch 32."""
-    import automl
-    from automl.hpo import trial as trial_module
-
-    real_fit = trial_module.fit
-
-    def fit_with_little_memory(config, data, **kwargs):
-        if config.training.batch_size > 32:
-            raise MemoryError(f"planted: no memory for batch {config.training.batch_size}")
-        return real_fit(config, data, **kwargs)
-
-    monkeypatch.setattr(trial_module, "fit", fit_with_little_memory)
-    study = automl.search(SPACES / "quick.yaml", "digits", study="oom", trials=1, epochs=1, verbose=False,
-                          storage=f"journal:{tmp_path}/j.journal", tracking_uri=f"sqlite:///{tmp_path}/m.db",
-                          out=str(tmp_path / "out"))
-    first = study.trials[0]  # the space's default configuration: batch 64
-    assert first.state == optuna.trial.TrialState.COMPLETE
-    assert first.user_attrs["oom_batch_size"] == 64 and first.user_attrs["config"]["training"]["batch_size"] == 32
-    runs = _runs(f"sqlite:///{tmp_path}/m.db", "oom")
-    states = sorted((r.data.tags["automl.state"], r.data.tags.get("automl.fail_reason", "")[:4]) for r in runs
-                    if "automl.trial" in r.data.tags)
-    assert states == [("COMPLETE", ""), ("FAIL", "oom:")]
-
-
 def test_a_worker_for_a_study_that_is_not_a_search_exits_2_in_one_line(tmp_path, capsys):
     import automl
     from automl.cli import main

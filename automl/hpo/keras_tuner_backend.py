@@ -166,6 +166,7 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
             record = trial_record(settings, number, outcome, time.perf_counter() - start)
             record.config, record.keras_tuner_trial, record.oom_batch_size = config, trial.trial_id, oom_batch
             study.add_trial(mirrored(space, values, outcome.value, STATES[outcome.state], record))
+            tracker.finish_pending()  # MLflow's turn comes once the study holds the outcome
             stop = guard.saw(outcome.state, outcome.reason)
             if stop or (deadline is not None and time.perf_counter() > deadline):  # the oracle then stops proposing
                 self.oracle.max_trials = len(self.oracle.trials)

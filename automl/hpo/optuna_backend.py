@@ -96,6 +96,7 @@ def optimize(settings: SearchSettings, space: SearchSpace, data: Dataset, study:
         record = trial_record(settings, trial.number, outcome, time.perf_counter() - start)
         record.oom_batch_size = oom_batch
         record.write(trial)
+        tracker.finish_pending()  # MLflow's turn comes once the study holds the outcome
         if outcome.pruned is not None:
             raise outcome.pruned
         if outcome.state == "FAIL":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from automl.training.fit import TrialResult, fit
 
 log = logging.getLogger(__name__)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial
+ALLOCATION = re.compile(r"\bOOM\b|out of memory", re.IGNORECASE)  # the line naming what did not fit
+OUT_OF_MEMORY = re.compile(r"ResourceExhausted|\bOOM\b|out of memory", re.IGNORECASE)
 
 
 @dataclass
@@ -59,10 +62,14 @@ def failure_reason(exc: BaseException) -> str:
         return f"{exc.reason}: {exc.detail}"
     if isinstance(exc, ArchitectureError):
         return f"architecture: {exc}"
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-    if isinstance(exc, MemoryError) or "ResourceExhausted" in text or "OOM" in text or "out of memory" in text:
-        return f"oom: {text}"
-    return f"error: {text}"
+    lines = f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__]
+    if isinstance(exc, MemoryError) or any(OUT_OF_MEMORY.search(line) for line in lines):
+        # TensorFlow's first line says only "Graph execution error:"; which allocation failed comes later
+        first, said = lines[0], next((line.strip() for line in lines[1:] if ALLOCATION.search(line)), None)
+        if said and not ALLOCATION.search(first):
+            first = f"{first} {said}"
+        return f"oom: {first[:300]}"
+    return f"error: {lines[0][:300]}"
 
 
 def describe(config: TrialConfig) -> str:
